@@ -1,0 +1,1 @@
+"""Running the stack: the ``model-service`` CLI, the embedded local stack, starter models."""

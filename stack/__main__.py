@@ -1,0 +1,7 @@
+"""``python -m stack`` is the same as the ``model-service`` command."""
+
+import sys
+
+from stack.cli import main
+
+sys.exit(main())

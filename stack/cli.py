@@ -1,0 +1,144 @@
+"""The ``model-service`` command: one entry point for every service and the embedded stack.
+
+Service subcommands translate their flags into the service's environment settings and run uvicorn
+with the app factory, so a flag, an env var and a ``.env`` line all mean the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from stack.starters import STARTER_EMBEDDING, STARTER_LLM
+
+
+def _serve(factory: str, env: dict[str, str | None], host: str, port: int, log_level: str) -> int:
+    import uvicorn
+
+    for key, value in env.items():
+        if value is not None:
+            os.environ[key] = value
+    uvicorn.run(factory, factory=True, host=host, port=port, log_level=log_level)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    return _serve(
+        "model_service.app:create_app",
+        {
+            "MODEL_NAME": args.model_name,
+            "MODEL_TYPE": args.model_type,
+            "MODEL_PATH": args.model_path,
+            "WORKER_ENGINE": args.engine,
+            "WORKER_DEVICE": args.device,
+            "WORKER_HOST": args.host,
+            "WORKER_PORT": str(args.port),
+        },
+        args.host,
+        args.port,
+        args.log_level,
+    )
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    return _serve(
+        "gateway.app:create_app",
+        {
+            "GATEWAY_WORKERS": args.workers,
+            "GATEWAY_DEFAULT_CHAT_MODEL": args.default_chat_model,
+            "GATEWAY_DEFAULT_EMBEDDING_MODEL": args.default_embedding_model,
+            "GATEWAY_HOST": args.host,
+            "GATEWAY_PORT": str(args.port),
+        },
+        args.host,
+        args.port,
+        args.log_level,
+    )
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from stack.up import LocalStack, StackOptions
+
+    options = StackOptions(
+        host=args.host,
+        gateway_port=args.gateway_port,
+        llm_port=None if args.no_llm else args.llm_port,
+        embedding_port=None if args.no_embedding else args.embedding_port,
+        engine=args.engine,
+        ready_timeout=args.ready_timeout,
+        log_level=args.log_level,
+    )
+    return LocalStack(options).run()
+
+
+def _cmd_models_prepare(args: argparse.Namespace) -> int:
+    from stack.starters import StarterModelError, prepare_all
+
+    try:
+        for model_id, path in prepare_all().items():
+            print(f"{model_id}\t{path}")
+    except StarterModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser, default_port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=default_port)
+    p.add_argument("--log-level", default="info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="model-service", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run gateway + starter chat and embedding workers on this machine")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--gateway-port", type=int, default=8080)
+    up.add_argument("--llm-port", type=int, default=8000)
+    up.add_argument("--embedding-port", type=int, default=8002)
+    up.add_argument("--no-llm", action="store_true", help="do not start the chat worker")
+    up.add_argument("--no-embedding", action="store_true", help="do not start the embedding worker")
+    up.add_argument("--engine", choices=["auto", "fake"], default="auto",
+                    help="'fake' serves the in-package fake engine (no model files needed)")
+    up.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for readiness")
+    up.add_argument("--log-level", default="warning", help="log level of the child services")
+    up.set_defaults(func=_cmd_up)
+
+    worker = sub.add_parser("worker", help="run one model worker")
+    _add_common(worker, 8000)
+    worker.add_argument("--model-name", default=os.environ.get("MODEL_NAME"))
+    worker.add_argument("--model-type", default=os.environ.get("MODEL_TYPE"),
+                        choices=["llm", "embedding"])
+    worker.add_argument("--model-path", default=os.environ.get("MODEL_PATH"))
+    worker.add_argument("--engine", default=None, choices=["auto", "fake"])
+    worker.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    worker.set_defaults(func=_cmd_worker)
+
+    gateway = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")
+    _add_common(gateway, 8080)
+    gateway.add_argument("--workers", default=None, help="comma-separated worker base URLs")
+    gateway.add_argument("--default-chat-model", default=None)
+    gateway.add_argument("--default-embedding-model", default=None)
+    gateway.set_defaults(func=_cmd_gateway)
+
+    models = sub.add_parser("models", help="manage model files")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prep = models_sub.add_parser(
+        "prepare-starters",
+        help=f"convert/cache the starter models ({STARTER_LLM.model_id}, {STARTER_EMBEDDING.model_id})",
+    )
+    prep.set_defaults(func=_cmd_models_prepare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

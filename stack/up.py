@@ -1,0 +1,201 @@
+"""``model-service up``: the whole stack as child processes on one machine.
+
+Starts one worker per starter model and the gateway on loopback, waits until the gateway lists every
+model, prints where to go, and on Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a
+grace period). Children are also told by the kernel to stop if this supervisor dies abruptly, so no
+process is ever left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from stack.starters import STARTER_EMBEDDING, STARTER_LLM, StarterModel, StarterModelError, prepare
+
+_PR_SET_PDEATHSIG = 1
+STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    llm_port: int | None = 8000
+    embedding_port: int | None = 8002
+    engine: str = "auto"
+    ready_timeout: float = 600.0
+    log_level: str = "warning"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    url: str
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel for SIGTERM when the supervisor dies."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.children: list[Child] = []
+        self._stopping = False
+
+    # --- plan ---------------------------------------------------------------------------------
+
+    def _worker(self, starter: StarterModel, port: int) -> Child:
+        o = self.options
+        argv = [sys.executable, "-m", "stack", "worker", "--host", o.host, "--port", str(port),
+                "--model-name", starter.model_id, "--model-type", starter.model_type,
+                "--engine", o.engine, "--log-level", o.log_level]
+        if o.engine != "fake":
+            argv += ["--model-path", str(prepare(starter))]
+        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        return Child(starter.model_type, argv, env, f"http://{o.host}:{port}")
+
+    def plan(self) -> list[Child]:
+        o = self.options
+        workers = []
+        if o.llm_port is not None:
+            workers.append(self._worker(STARTER_LLM, o.llm_port))
+        if o.embedding_port is not None:
+            workers.append(self._worker(STARTER_EMBEDDING, o.embedding_port))
+        gateway_argv = [sys.executable, "-m", "stack", "gateway", "--host", o.host,
+                        "--port", str(o.gateway_port), "--log-level", o.log_level,
+                        "--workers", ",".join(w.url for w in workers)]
+        if o.llm_port is not None:
+            gateway_argv += ["--default-chat-model", STARTER_LLM.model_id]
+        if o.embedding_port is not None:
+            gateway_argv += ["--default-embedding-model", STARTER_EMBEDDING.model_id]
+        gateway = Child("gateway", gateway_argv, {}, f"http://{o.host}:{o.gateway_port}")
+        return [*workers, gateway]
+
+    # --- run ----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            if self.options.engine != "fake":
+                print("Preparing starter models (the first run converts the chat model once)...", flush=True)
+            self.children = self.plan()
+            for child in self.children:
+                self._start(child)
+            expected = [c for c in self.children if c.name != "gateway"]
+            if not self._wait_ready(expected):
+                return 1
+            self._print_banner()
+            return self._supervise()
+        except StarterModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            self.stop()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+        raise KeyboardInterrupt
+
+    def _start(self, child: Child) -> None:
+        env = {**os.environ, **child.env, "PYTHONUNBUFFERED": "1"}
+        child.proc = subprocess.Popen(
+            child.argv, env=env, cwd=Path.cwd(), start_new_session=True, preexec_fn=_die_with_parent
+        )
+
+    def _dead(self) -> Child | None:
+        return next((c for c in self.children if c.proc is not None and c.proc.poll() is not None), None)
+
+    def _wait_ready(self, workers: list[Child]) -> bool:
+        """Ready when the gateway lists every worker's model (so the first request works)."""
+        wanted = {self._model_of(c) for c in workers}
+        gateway = self.children[-1]
+        deadline = time.monotonic() + self.options.ready_timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                dead = self._dead()
+                if dead is not None:
+                    print(f"error: {dead.name} exited with code {dead.proc.returncode} during start-up",
+                          file=sys.stderr)
+                    return False
+                try:
+                    listed = {m["id"] for m in client.get(f"{gateway.url}/v1/models").json()["data"]}
+                    if wanted <= listed:
+                        return True
+                except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                    pass
+                time.sleep(0.5)
+        print(f"error: the stack was not ready within {self.options.ready_timeout:.0f} s", file=sys.stderr)
+        return False
+
+    @staticmethod
+    def _model_of(child: Child) -> str:
+        return child.argv[child.argv.index("--model-name") + 1]
+
+    def _print_banner(self) -> None:
+        gateway = self.children[-1]
+        lines = ["", "Model Service Platform is up.", f"  gateway   {gateway.url}/v1"]
+        lines += [f"  {c.name:<9} {c.url}  ({self._model_of(c)})" for c in self.children[:-1]]
+        lines += [
+            "",
+            "Try:",
+            f"  curl {gateway.url}/v1/chat/completions -H 'Content-Type: application/json' \\",
+            """    -d '{"messages": [{"role": "user", "content": "What is the capital of France?"}]}'""",
+            "",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    def _supervise(self) -> int:
+        while not self._stopping:
+            dead = self._dead()
+            if dead is not None:
+                print(f"error: {dead.name} exited with code {dead.proc.returncode}; stopping the stack",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group, wait, then SIGKILL whatever is left."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for proc in running:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        if running:
+            print("Stopped.", flush=True)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,34 @@
+"""Fixtures shared by every test layer: the real starter models and free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> Path:
+    """The real SmolLM2-135M-Instruct chat model as a normal HF folder (converted once, cached)."""
+    from stack.starters import STARTER_LLM, prepare
+
+    return prepare(STARTER_LLM)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 sentence-transformers folder shipped by a PyPI package."""
+    from stack.starters import STARTER_EMBEDDING, prepare
+
+    return prepare(STARTER_EMBEDDING)
