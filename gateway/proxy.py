@@ -1,0 +1,252 @@
+"""The streaming reverse proxy: read ``model``/``stream``, pick a replica, pass the bytes through.
+
+The gateway does not re-validate OpenAI bodies; the worker does, and its 4xx comes back unchanged.
+The body is forwarded byte for byte, except that a request without ``model`` gets the resolved
+default model id added (the body is then re-serialised), so any OpenAI-compatible worker, vLLM
+included, knows what it is asked for.
+
+Failover follows vLLM production-stack: read the upstream status and the first chunk, and only
+then commit to the client. A connect error, a timeout or a 5xx up to that point is retried on
+another replica; after it, a failure ends an SSE stream with one ``data: {"error": ...}`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import Request
+from starlette.requests import ClientDisconnect
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from common.errors import APIError, InvalidRequestError, ServiceUnavailableError, sse_error_event
+from gateway.deps import GatewayState
+from gateway.metrics import NO_MODEL
+from gateway.routing import Endpoint, choose_replica, resolve_model
+from gateway.upstreams import Replica
+
+log = logging.getLogger(__name__)
+
+# Request headers worth passing on; anything else (auth, cookies, hop-by-hop) stays here.
+FORWARD_REQUEST_HEADERS = ("content-type", "accept", "x-request-id")
+# Response headers passed back besides the ones the gateway sets itself.
+FORWARD_RESPONSE_HEADERS = ("content-type", "retry-after")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 in OpenAI's shape."""
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequestError(
+            f"We could not parse the JSON body of your request ({exc}). The body must be valid JSON.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(payload, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
+    return payload
+
+
+def body_for_model(raw: bytes, payload: dict[str, Any], model: str) -> bytes:
+    """The bytes to forward: the original ones, or with the resolved default model filled in."""
+    if payload.get("model") == model:
+        return raw
+    return json.dumps({**payload, "model": model}, separators=(",", ":")).encode()
+
+
+@dataclass
+class Opened:
+    """An upstream answer whose status and first chunk arrived: from here on there is no failover."""
+
+    replica: Replica
+    response: httpx.Response
+    first: bytes
+    chunks: AsyncIterator[bytes]
+
+
+class UpstreamStream(StreamingResponse):
+    """A streaming response that always runs ``on_close``, however the client or upstream ended.
+
+    Starlette cancels the body iterator when the client disconnects; closing the upstream response
+    in a shielded ``finally`` is what lets the worker see the disconnect and stop generating.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], *, status_code: int, headers: dict[str, str],
+                 on_close: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._on_close()
+
+
+async def forward(state: GatewayState, request: Request, endpoint: Endpoint, default: str | None) -> UpstreamStream:
+    """Answer one OpenAI request by proxying it; typed errors carry the request id back."""
+    started = time.perf_counter()
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    label = NO_MODEL
+    try:
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            raise ClientClosedRequest("The client closed the connection while sending the body.") from None
+        payload = parse_body(raw)
+        model = resolve_model(state.upstreams.snapshot, payload.get("model"), endpoint, default)
+        if model in state.upstreams.snapshot.known_models():
+            label = model
+        headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
+        headers.update({"x-request-id": request_id, "accept-encoding": "identity"})
+        opening = open_upstream(state, endpoint, model, body_for_model(raw, payload, model), headers)
+        opened = await _unless_client_leaves(request, opening)
+    except APIError as exc:
+        exc.headers.setdefault("x-request-id", request_id)
+        state.metrics.observe(label, endpoint.path, exc.status, time.perf_counter() - started)
+        raise
+    return _stream_back(state, endpoint, model, opened, request_id, started, payload.get("stream") is True)
+
+
+class ClientClosedRequest(APIError):
+    """The client left before the answer started (nginx's 499); nobody reads this response."""
+
+    status, type, code = 499, "invalid_request_error", "client_closed_request"
+
+
+async def _unless_client_leaves(request: Request, opening: Awaitable[Opened]) -> Opened:
+    """Await ``opening`` but cancel it when the client disconnects first.
+
+    Without this a non-streaming request whose client gave up would still run to the end on the
+    worker, since nothing is sent back (and no disconnect noticed) until the upstream answers.
+    """
+    work = asyncio.ensure_future(opening)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled():
+        raise ClientClosedRequest("The client closed the connection before the answer started.")
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is already read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def open_upstream(state: GatewayState, endpoint: Endpoint, model: str, body: bytes,
+                        headers: dict[str, str]) -> Opened:
+    """Try replicas until one answers below 500 with a first chunk; at most ``retries`` extra tries.
+
+    The chosen replica's in-flight count stays taken on success; the stream releases it.
+    """
+    tried: list[str] = []
+    failures: list[str] = []
+    for _ in range(state.settings.retries + 1):
+        try:
+            replica = choose_replica(state.upstreams.snapshot, model, endpoint, state.in_flight.view(),
+                                     state.rng, exclude=tried)
+        except ServiceUnavailableError:
+            if failures:
+                break
+            raise
+        tried.append(replica.url)
+        state.in_flight.acquire(replica.url)
+        try:
+            outcome = await _attempt(state.client, replica, endpoint, body, headers)
+        except BaseException:
+            state.in_flight.release(replica.url)
+            raise
+        if isinstance(outcome, Opened):
+            return outcome
+        state.in_flight.release(replica.url)
+        failures.append(f"{replica.url} ({outcome})")
+        state.metrics.retries.labels(model, outcome.split(":")[0]).inc()
+        log.warning("upstream %s failed before the first byte: %s", replica.url, outcome)
+    raise ServiceUnavailableError(
+        f"No replica of '{model}' could answer; tried {', '.join(failures)}. Try again later."
+    )
+
+
+async def _attempt(client: httpx.AsyncClient, replica: Replica, endpoint: Endpoint, body: bytes,
+                   headers: dict[str, str]) -> Opened | str:
+    """One upstream try: an :class:`Opened` answer, or a short reason why it may be retried."""
+    request = client.build_request("POST", f"{replica.url}{endpoint.path}", content=body, headers=headers)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TimeoutException:
+        return "timeout: no answer in time"
+    except httpx.TransportError as exc:
+        return f"unreachable: {type(exc).__name__}"
+    try:
+        if response.status_code >= 500:
+            await response.aclose()
+            return f"upstream_5xx: HTTP {response.status_code}"
+        chunks = response.aiter_raw()
+        try:
+            first = await anext(chunks, b"")
+        except httpx.TimeoutException:
+            await response.aclose()
+            return "timeout: no first byte in time"
+        except httpx.TransportError as exc:
+            await response.aclose()
+            return f"broken: {type(exc).__name__} before the first byte"
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+        raise
+    return Opened(replica, response, first, chunks)
+
+
+def _stream_back(state: GatewayState, endpoint: Endpoint, model: str, opened: Opened, request_id: str,
+                 started: float, wants_stream: bool) -> UpstreamStream:
+    upstream = opened.response
+    content_type = upstream.headers.get("content-type", "")
+    is_sse = content_type.startswith("text/event-stream") or (wants_stream and not content_type)
+    finished = False
+
+    async def relay() -> AsyncIterator[bytes]:
+        nonlocal finished
+        if opened.first:
+            yield opened.first
+        try:
+            async for chunk in opened.chunks:
+                yield chunk
+        except httpx.HTTPError as exc:
+            log.warning("upstream %s failed mid-stream: %r", opened.replica.url, exc)
+            if not is_sse:
+                raise  # the status is sent: breaking the connection is the only honest signal left
+            yield sse_error_event(f"The model worker failed while streaming ({type(exc).__name__}).",
+                                  code="upstream_error")
+        finished = True
+
+    async def on_close() -> None:
+        await upstream.aclose()
+        state.in_flight.release(opened.replica.url)
+        state.metrics.in_flight.labels(model).dec()
+        # 499 (nginx's "client closed request") when the client left before the end.
+        status = upstream.status_code if finished else 499
+        state.metrics.observe(model, endpoint.path, status, time.perf_counter() - started)
+
+    state.metrics.in_flight.labels(model).inc()
+    headers = {k: v for k in FORWARD_RESPONSE_HEADERS if (v := upstream.headers.get(k)) is not None}
+    headers["x-request-id"] = request_id
+    return UpstreamStream(relay(), status_code=upstream.status_code, headers=headers, on_close=on_close)

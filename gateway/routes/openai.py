@@ -1,0 +1,48 @@
+"""The OpenAI endpoints: three proxied POSTs and the union of the healthy workers' models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from common.protocol import ModelCard, ModelList
+from common.records import CAPABILITIES
+from gateway.deps import StateDep
+from gateway.proxy import forward
+from gateway.routing import CHAT, COMPLETIONS, EMBEDDINGS
+from gateway.upstreams import Snapshot
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, state: StateDep) -> Response:
+    return await forward(state, request, CHAT, state.settings.default_chat_model)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, state: StateDep) -> Response:
+    return await forward(state, request, COMPLETIONS, state.settings.default_chat_model)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, state: StateDep) -> Response:
+    return await forward(state, request, EMBEDDINGS, state.settings.default_embedding_model)
+
+
+@router.get("/v1/models")
+async def list_models(state: StateDep) -> ModelList:
+    return model_list(state.upstreams.snapshot)
+
+
+def model_list(snapshot: Snapshot) -> ModelList:
+    """One card per model id served by at least one healthy replica, in configured order."""
+    cards: dict[str, ModelCard] = {}
+    for replica in snapshot.healthy():
+        if replica.model is None or replica.model in cards:
+            continue
+        type_ = replica.type or "llm"
+        cards[replica.model] = ModelCard(id=replica.model, type=type_,
+                                         capabilities=list(CAPABILITIES.get(type_, [])),
+                                         max_model_len=replica.max_model_len)
+    return ModelList(data=list(cards.values()))

@@ -1,0 +1,153 @@
+"""What the gateway knows about its workers: an immutable snapshot, refreshed by one probing task.
+
+Routing reads a :class:`Snapshot` and nothing else, so a later service-registry client can produce
+the same type in place of :class:`UpstreamProber` without touching routing or the proxy. Each round
+probes every worker's ``GET /health`` concurrently with a per-call timeout and swaps in a new
+snapshot in one assignment: readers never see a half-updated table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import httpx
+from pydantic import ValidationError
+
+from common.records import WorkerHealth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One worker process as last seen. ``model``/``type`` survive a failed probe (last known)."""
+
+    url: str
+    model: str | None = None
+    type: str | None = None
+    healthy: bool = False
+    reason: str | None = "not probed yet"
+    last_seen: float | None = None  # wall-clock time of the last successful probe
+    latency_ms: float | None = None  # duration of the last probe
+    max_model_len: int | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every known replica, in configured order (which makes default-model choice deterministic)."""
+
+    replicas: tuple[Replica, ...] = ()
+    taken_at: float = 0.0
+
+    def healthy(self) -> tuple[Replica, ...]:
+        return tuple(r for r in self.replicas if r.healthy)
+
+    def known_models(self) -> dict[str, str | None]:
+        """Model id -> type for every replica that ever said which model it serves."""
+        out: dict[str, str | None] = {}
+        for r in self.replicas:
+            if r.model is not None:
+                out.setdefault(r.model, r.type)
+        return out
+
+
+async def probe_replica(client: httpx.AsyncClient, previous: Replica, limit_s: float) -> Replica:
+    """Ask one worker whether it is ready; never raises, a failure is an unhealthy replica."""
+    started = time.perf_counter()
+    try:
+        resp = await client.get(f"{previous.url}/health", timeout=limit_s)
+        health = _parse_health(resp)
+        if health is None and resp.status_code == 200:
+            # An OpenAI-compatible server (e.g. vLLM) whose /health has no body: ask /v1/models.
+            health = await _health_from_models(client, previous.url, limit_s)
+    except (httpx.HTTPError, OSError) as exc:
+        return replace(previous, healthy=False, reason=f"unreachable: {_describe(exc)}",
+                       latency_ms=_ms_since(started))
+    latency = _ms_since(started)
+    model = health.model if health else previous.model
+    type_ = health.type if health else previous.type
+    common = {"model": model, "type": type_, "latency_ms": latency}
+    if health is not None and health.max_model_len is not None:
+        common["max_model_len"] = health.max_model_len
+    if resp.status_code != 200:
+        state = health.status if health else f"HTTP {resp.status_code}"
+        return replace(previous, healthy=False, reason=f"not ready: {state}", **common)
+    if health is None:
+        return replace(previous, healthy=False, reason="health answer did not name a model", **common)
+    if health.status != "ok":
+        return replace(previous, healthy=False, reason=f"not ready: {health.status}", **common)
+    return replace(previous, healthy=True, reason=None, last_seen=time.time(), **common)
+
+
+def _parse_health(resp: httpx.Response) -> WorkerHealth | None:
+    try:
+        return WorkerHealth.model_validate_json(resp.content)
+    except ValidationError:
+        return None
+
+
+async def _health_from_models(client: httpx.AsyncClient, url: str, limit_s: float) -> WorkerHealth | None:
+    resp = await client.get(f"{url}/v1/models", timeout=limit_s)
+    try:
+        card = resp.json()["data"][0]
+        return WorkerHealth(status="ok", model=card["id"], type=card.get("type") or "llm",
+                            engine="openai-compatible", max_model_len=card.get("max_model_len"))
+    except (ValueError, KeyError, IndexError, TypeError, ValidationError):
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+class UpstreamProber:
+    """Owns the current snapshot and the one background task that refreshes it."""
+
+    def __init__(self, client: httpx.AsyncClient, urls: Sequence[str], *, interval: float,
+                 timeout: float) -> None:
+        self._client = client
+        self._interval = interval
+        self._timeout = timeout
+        self.snapshot = Snapshot(tuple(Replica(url=u) for u in urls), time.time())
+        self._task: asyncio.Task[None] | None = None
+
+    async def probe_once(self) -> Snapshot:
+        """One round over every replica at once; the slowest probe is bounded by the timeout."""
+        previous = self.snapshot.replicas
+        probes = [probe_replica(self._client, r, self._timeout) for r in previous]
+        fresh = await asyncio.gather(*probes)
+        self.snapshot = Snapshot(tuple(fresh), time.time())
+        return self.snapshot
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.probe_once()
+            except Exception:  # a bug here must not stop routing updates for good
+                log.exception("probe round failed")
+
+    async def start(self) -> None:
+        """Probe once before serving, so a freshly started gateway routes at once, then keep going."""
+        try:
+            await asyncio.wait_for(self.probe_once(), timeout=self._timeout + 1.0)
+        except TimeoutError:
+            log.warning("first probe round did not finish in time; serving with what is known")
+        self._task = asyncio.create_task(self._run(), name="gateway-upstream-prober")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

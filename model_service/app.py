@@ -1,0 +1,49 @@
+"""The worker app factory: ``uvicorn --factory model_service.app:create_app``.
+
+The lifespan owns the engine: it starts loading in the background (so ``/health`` answers 503 at
+once instead of the port staying closed) and unloads it on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.body_limit import BodyLimitMiddleware
+from common.errors import install_error_handlers
+from model_service.engines.base import Engine
+from model_service.metrics import MetricsMiddleware
+from model_service.routes import ROUTERS
+from model_service.settings import WorkerSettings
+from model_service.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    worker: Worker = app.state.worker
+    await worker.start()
+    try:
+        yield
+    finally:
+        await worker.stop()
+
+
+def create_app(settings: WorkerSettings | None = None, engine: Engine | None = None) -> FastAPI:
+    """``engine``: an already-loaded engine to serve instead of loading one (the caller closes it)."""
+    settings = settings or WorkerSettings()
+    worker = Worker(settings, engine)
+    app = FastAPI(title=f"model worker: {settings.model_name}", lifespan=_lifespan)
+    app.state.worker = worker
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Outermost first in the stack: metrics see every answer, including 413s from the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=worker.metrics)
+    return app

@@ -1,0 +1,42 @@
+"""Typed dependencies: routes reach the worker state only through these, never through globals."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from common.errors import InvalidRequestError, ModelNotFoundError
+from model_service.engines.base import Engine
+from model_service.worker import Worker
+
+_ENDPOINT_NAMES = {"llm": "chat and text completions", "embedding": "embeddings"}
+
+
+def get_worker(request: Request) -> Worker:
+    return request.app.state.worker
+
+
+WorkerDep = Annotated[Worker, Depends(get_worker)]
+
+
+def get_engine(worker: WorkerDep) -> Engine:
+    return worker.ready_engine()
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def check_request(worker: Worker, model: str | None, needs: str, endpoint: str) -> None:
+    """404 for another model's name (an absent name means this one); 400 for the wrong endpoint."""
+    name = worker.settings.model_name
+    if model is not None and model != name:
+        raise ModelNotFoundError(f"The model '{model}' does not exist on this worker; it serves '{name}'.",
+                                 param="model")
+    kind = worker.settings.model_type
+    if kind != needs:
+        raise InvalidRequestError(
+            f"The model '{name}' is an {kind} model and does not support {endpoint}; "
+            f"it serves {_ENDPOINT_NAMES.get(kind, kind)}.",
+            param="model", code="unsupported_endpoint",
+        )

@@ -1,0 +1,107 @@
+"""The one small interface every engine implements.
+
+Requests are the unit of work: ``generate`` is an async iterator of deltas for one sequence, and
+closing it early (client gone, stop string seen) is how a caller cancels. That keeps the interface
+the same when a continuous-batching scheduler replaces today's one-sequence-at-a-time internals.
+Engines that cannot do something raise ``UnsupportedError`` instead of half-doing it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import InvalidRequestError
+
+
+class UnsupportedError(InvalidRequestError):
+    """The engine (or its model type) cannot serve this request."""
+
+    code = "unsupported"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Facts for /health and /v1/models, known once the model is loaded."""
+
+    engine: str
+    device: str | None = None
+    dtype: str | None = None
+    max_model_len: int | None = None
+    embedding_dims: int | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What one sequence is generated with; ``temperature == 0`` means greedy."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Delta:
+    """One step of a sequence: newly decoded text (may be empty while bytes are incomplete), the
+    token ids it came from, and ``finish_reason`` on the last step (``stop`` = end-of-sequence
+    token, ``length`` = max_tokens reached)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+class Engine(ABC):
+    """Load once, then answer many requests. ``load``/``close`` block and run in a thread."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    def close(self) -> None:
+        """Free the model and stop engine threads; safe to call when never loaded."""
+        return None
+
+    @abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    # --- text generation ------------------------------------------------------------------
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Token ids of the chat template applied to ``messages`` with the generation prompt."""
+        raise UnsupportedError("This model does not support chat completions.")
+
+    def text_prompt(self, text: str) -> list[int]:
+        """Token ids of a raw completion prompt (with the model's usual special tokens)."""
+        raise UnsupportedError("This model does not support text completions.")
+
+    def decode(self, token_ids: list[int]) -> str:
+        raise UnsupportedError("This model does not decode tokens.")
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        raise UnsupportedError("This model does not generate text.")
+
+    # --- embeddings -----------------------------------------------------------------------
+    async def embed(self, texts: list[str]) -> Embeddings:
+        raise UnsupportedError("This model does not produce embeddings.")

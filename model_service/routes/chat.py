@@ -1,0 +1,80 @@
+"""``POST /v1/chat/completions``: the chat template, n choices, SSE streaming in OpenAI's shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, aclosing
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from common.errors import InvalidRequestError
+from common.protocol import ChatCompletion, ChatCompletionRequest, Usage, new_id, now
+from model_service.chunks import ChatChunks, chat_completion
+from model_service.deps import EngineDep, WorkerDep, check_request
+from model_service.engines.base import Engine
+from model_service.generation import ChoiceEvent, collect, merge, run_choice, sampling_params
+from model_service.streaming import EventStreamResponse, cancel_on_disconnect, sse_events
+from model_service.worker import Worker
+
+router = APIRouter()
+
+
+def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """Plain role/content dicts for the chat template (``developer`` is the newer name of ``system``)."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+
+
+def _events(engine: Engine, worker: Worker, req: ChatCompletionRequest,
+            prompt_ids: list[int]) -> AsyncIterator[ChoiceEvent]:
+    streams = [
+        run_choice(engine, prompt_ids,
+                   sampling_params(req, prompt_len=len(prompt_ids), max_model_len=engine.info().max_model_len,
+                                   default_max_tokens=worker.settings.default_max_tokens, choice=i),
+                   req.stop_list(), i)
+        for i in range(req.n)
+    ]
+    return merge(streams)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def chat_completions(req: ChatCompletionRequest, request: Request, worker: WorkerDep,
+                           engine: EngineDep) -> Any:
+    check_request(worker, req.model, "llm", "chat completions")
+    if req.has_images():
+        raise InvalidRequestError(
+            f"The model '{worker.settings.model_name}' does not accept images; send text content only.",
+            param="messages", code="images_not_supported",
+        )
+    prompt_ids = engine.chat_prompt(_messages(req))
+    events = _events(engine, worker, req, prompt_ids)  # validates the token budget before any wait
+    held = AsyncExitStack()
+    await held.enter_async_context(worker.admission.slot())  # 429 at once when the queue is full
+    worker.metrics.prompt_tokens.inc(len(prompt_ids))
+    if req.stream:
+        return EventStreamResponse(sse_events(_stream(worker, req, events, len(prompt_ids))), held)
+    async with held:
+        results = await cancel_on_disconnect(request, collect(events, req.n))
+    worker.metrics.completion_tokens.inc(sum(r.completion_tokens for r in results))
+    return chat_completion(worker.settings.model_name, results, len(prompt_ids), bool(req.logprobs))
+
+
+async def _stream(worker: Worker, req: ChatCompletionRequest, events: AsyncIterator[ChoiceEvent],
+                  prompt_tokens: int) -> AsyncIterator[dict[str, Any]]:
+    chunks = ChatChunks(new_id("chatcmpl"), now(), worker.settings.model_name, req.include_usage(),
+                        bool(req.logprobs))
+    for i in range(req.n):
+        yield chunks.role(i)
+    tokens = [0] * req.n
+    try:
+        async with aclosing(events):
+            async for ev in events:
+                tokens[ev.index] = ev.completion_tokens
+                if ev.text or ev.logprobs:
+                    yield chunks.content(ev.index, ev.text, ev.logprobs)
+                if ev.finish_reason:
+                    yield chunks.finish(ev.index, ev.finish_reason)
+    finally:
+        worker.metrics.completion_tokens.inc(sum(tokens))
+    if chunks.include_usage:
+        yield chunks.usage(Usage.of(prompt_tokens, sum(tokens)))

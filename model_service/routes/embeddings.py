@@ -1,0 +1,32 @@
+"""``POST /v1/embeddings``: string or list input, ``encoding_format`` float/base64, ``dimensions``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from common.errors import InvalidRequestError
+from common.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
+from model_service.deps import EngineDep, WorkerDep, check_request
+from model_service.streaming import cancel_on_disconnect
+from model_service.vectors import check_dimensions, shorten, to_base64
+
+router = APIRouter()
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
+async def embeddings(req: EmbeddingRequest, request: Request, worker: WorkerDep,
+                     engine: EngineDep) -> EmbeddingResponse:
+    check_request(worker, req.model, "embedding", "embeddings")
+    texts = req.inputs()
+    if not texts or any(t == "" for t in texts):
+        raise InvalidRequestError("'input' must not contain empty strings.", param="input", code="invalid_value")
+    native = engine.info().embedding_dims or 0
+    check_dimensions(req.dimensions, native)
+    async with worker.admission.slot():
+        result = await cancel_on_disconnect(request, engine.embed(texts))
+    worker.metrics.prompt_tokens.inc(result.prompt_tokens)
+    data = []
+    for i, vector in enumerate(result.vectors):
+        vec = shorten(vector, req.dimensions, native)
+        data.append(EmbeddingData(index=i, embedding=to_base64(vec) if req.encoding_format == "base64" else vec))
+    return EmbeddingResponse(data=data, model=worker.settings.model_name, usage=Usage.of(result.prompt_tokens))

@@ -1,0 +1,48 @@
+"""Read-only endpoints of the worker contract: health, model list, GPU stats, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.gpu import collect_gpu_stats
+from common.protocol import ModelCard, ModelList
+from common.records import CAPABILITIES, GPUStats, WorkerHealth
+from model_service.deps import WorkerDep
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=WorkerHealth, responses={503: {"description": "loading or failed"}})
+async def health(worker: WorkerDep) -> WorkerHealth:
+    """200 only once the model is loaded, so load balancers and the registry wait for it."""
+    if worker.engine is None:
+        # Goes through the error table: OpenAI's shape, with Retry-After while loading.
+        worker.ready_engine()
+    return worker.health()
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(worker: WorkerDep) -> ModelList:
+    info = worker.info()
+    card = ModelCard(
+        id=worker.settings.model_name,
+        type=worker.settings.model_type,
+        capabilities=list(CAPABILITIES.get(worker.settings.model_type, [])),
+        max_model_len=info.max_model_len if info else worker.settings.max_model_len,
+    )
+    return ModelList(data=[card])
+
+
+@router.get("/gpu-stats", response_model=GPUStats)
+async def gpu_stats() -> GPUStats:
+    """NVML calls block, so they run in a thread; with no GPU the answer says so (available=false)."""
+    return await asyncio.to_thread(collect_gpu_stats)
+
+
+@router.get("/metrics")
+async def metrics(worker: WorkerDep) -> Response:
+    return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,96 @@
+"""The worker's run-time state: settings, engine (once loaded), admission and metrics.
+
+One instance per app, on ``app.state.worker``; the lifespan starts the load and closes the engine.
+The load runs in a thread so the server answers ``/health`` (503, loading) from the first second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Literal
+
+from common.errors import ServiceUnavailableError
+from common.records import WorkerHealth
+from model_service.admission import Admission
+from model_service.engines import build_engine
+from model_service.engines.base import Engine, EngineInfo
+from model_service.metrics import WorkerMetrics
+from model_service.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        # An engine handed in already loaded (tests share one real model) belongs to the caller.
+        self._given = engine
+        self.metrics = WorkerMetrics(settings.model_name)
+        self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
+        self.metrics.watch_admission(lambda: self.admission.running, lambda: self.admission.waiting)
+        self.engine: Engine | None = None
+        self.status: Literal["loading", "ok", "error"] = "loading"
+        self.error: str | None = None
+        self._load_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._given is not None:
+            self.engine, self.status = self._given, "ok"
+            self.metrics.set_loaded(True)
+            return
+        self._load_task = asyncio.create_task(self._load(), name="engine-load")
+
+    async def stop(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._load_task
+        engine, self.engine = self.engine, None
+        self.metrics.set_loaded(False)
+        if engine is not None and engine is not self._given:
+            await asyncio.to_thread(engine.close)
+
+    async def _load(self) -> None:
+        try:
+            engine = await asyncio.to_thread(self._build_and_load)
+        except Exception as exc:
+            log.exception("loading model %s failed", self.settings.model_name)
+            self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+            return
+        self.engine, self.status = engine, "ok"
+        self.metrics.set_loaded(True)
+        log.info("model %s ready (%s)", self.settings.model_name, engine.info())
+
+    def _build_and_load(self) -> Engine:
+        engine = build_engine(self.settings)
+        try:
+            engine.load()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    def info(self) -> EngineInfo | None:
+        return self.engine.info() if self.engine is not None else None
+
+    def health(self) -> WorkerHealth:
+        info = self.info()
+        return WorkerHealth(
+            status=self.status, model=self.settings.model_name, type=self.settings.model_type,
+            engine=info.engine if info else self.settings.engine, device=info.device if info else None,
+            dtype=info.dtype if info else None, max_model_len=info.max_model_len if info else None,
+            detail=self.error,
+        )
+
+    def ready_engine(self) -> Engine:
+        """The loaded engine, or a 503 that says whether to wait (loading) or give up (failed)."""
+        if self.engine is not None:
+            return self.engine
+        if self.status == "error":
+            raise ServiceUnavailableError(f"Model '{self.settings.model_name}' failed to load: {self.error}",
+                                          code="model_load_failed")
+        raise ServiceUnavailableError(f"Model '{self.settings.model_name}' is still loading; retry shortly.",
+                                      code="model_loading",
+                                      headers={"Retry-After": str(max(self.settings.retry_after_s, 1))})
