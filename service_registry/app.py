@@ -1,0 +1,77 @@
+"""Service registry factory: ``uvicorn --factory service_registry.app:create_app --port 8070``.
+
+The lifespan owns the one ``httpx.AsyncClient`` used for every probe and the one polling task; both
+end in ``finally``. Static upstreams are read (and checked) in the factory, so a bad configuration
+stops start-up with a clear error instead of serving a half-configured registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from common.body_limit import BodyLimitMiddleware
+from common.errors import install_error_handlers
+from service_registry.deps import RegistryState
+from service_registry.health import HealthPolicy
+from service_registry.metrics import RegistryMetrics
+from service_registry.poller import Poller
+from service_registry.registry import Registry
+from service_registry.routes import ROUTERS
+from service_registry.settings import RegistrySettings, StaticUpstream
+
+log = logging.getLogger(__name__)
+
+
+def probe_client(settings: RegistrySettings) -> httpx.AsyncClient:
+    """The client for every probe. trust_env=False: an outside-world proxy must not catch worker traffic."""
+    timeout = httpx.Timeout(settings.probe_timeout_s)
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+
+
+def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+    settings = settings or RegistrySettings()
+    statics = {s.id: s for s in settings.all_static_upstreams()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with probe_client(settings) as client:
+            state = _build_state(settings, statics, client)
+            app.state.registry = state
+            task = asyncio.create_task(state.poller.run(), name="service-registry-poller")
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                app.state.registry = None
+
+    app = FastAPI(title="Service Registry", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def _build_state(settings: RegistrySettings, statics: dict[str, StaticUpstream],
+                 client: httpx.AsyncClient) -> RegistryState:
+    policy = HealthPolicy(unhealthy_after=settings.unhealthy_after, healthy_after=settings.healthy_after)
+    registry = Registry(list(statics.values()), policy, ttl_for=settings.ttl_for,
+                        default_priority=settings.default_worker_priority, now=time.time())
+    metrics = RegistryMetrics()
+    metrics.record_snapshot(registry.snapshot)
+    poller = Poller(registry, client, statics, metrics, interval_s=settings.poll_interval_s,
+                    timeout_s=settings.probe_timeout_s)
+    if statics:
+        log.info("static upstreams: %s", ", ".join(f"{s.id} -> {s.base_url}" for s in statics.values()))
+    return RegistryState(settings=settings, registry=registry, poller=poller, metrics=metrics)
