@@ -1,1 +1,5 @@
-"""Model registry (:8090): mirrors models into object storage with revisions and checksums."""
+"""Model registry (:8090): mirrors models into object storage with revisions and checksums.
+
+Entry points: ``model_registry.app:create_app`` (the service), ``model_registry.fetch.fetch_model``
+(what a worker calls at start-up) and ``model_registry.cli.add_models_commands`` (the CLI group).
+"""

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from model_registry.cli import add_models_commands
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM
 
 
@@ -56,6 +57,17 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         args.port,
         args.log_level,
     )
+
+
+def _cmd_service_registry(args: argparse.Namespace) -> int:
+    return _serve("service_registry.app:create_app", {"REGISTRY_HOST": args.host, "REGISTRY_PORT": str(args.port)},
+                  args.host, args.port, args.log_level)
+
+
+def _cmd_model_registry(args: argparse.Namespace) -> int:
+    return _serve("model_registry.app:create_app",
+                  {"MODEL_REGISTRY_HOST": args.host, "MODEL_REGISTRY_PORT": str(args.port)},
+                  args.host, args.port, args.log_level)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -125,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--default-embedding-model", default=None)
     gateway.set_defaults(func=_cmd_gateway)
 
+    service_registry = sub.add_parser("service-registry", help="run the service registry (REGISTRY_* settings)")
+    _add_common(service_registry, 8070)
+    service_registry.set_defaults(func=_cmd_service_registry)
+
+    model_registry = sub.add_parser("model-registry", help="run the model registry (MODEL_REGISTRY_* settings)")
+    _add_common(model_registry, 8090)
+    model_registry.set_defaults(func=_cmd_model_registry)
+
     models = sub.add_parser("models", help="manage model files")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prep = models_sub.add_parser(
@@ -132,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"convert/cache the starter models ({STARTER_LLM.model_id}, {STARTER_EMBEDDING.model_id})",
     )
     prep.set_defaults(func=_cmd_models_prepare)
+    add_models_commands(models_sub)
     return parser
 
 

@@ -1,0 +1,66 @@
+"""Model registry application factory: ``uvicorn --factory model_registry.app:create_app --port 8090``.
+
+The lifespan owns the storage client and the job runner: it checks the store (creating the bucket,
+refusing wrong credentials) before serving, resumes interrupted jobs, and closes both in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.body_limit import BodyLimitMiddleware
+from common.errors import install_error_handlers
+from model_registry.catalog import Catalog
+from model_registry.deps import RegistryState
+from model_registry.jobs import JobRunner
+from model_registry.metrics import RegistryMetrics
+from model_registry.routes import jobs, models, ops
+from model_registry.settings import ModelRegistrySettings
+from model_registry.sources.hf import HubConfig
+from model_registry.storage import open_storage
+
+log = logging.getLogger(__name__)
+
+
+def hub_config(settings: ModelRegistrySettings) -> HubConfig:
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    return HubConfig(endpoint=settings.hf_endpoint, token=token)
+
+
+def create_app(settings: ModelRegistrySettings | None = None) -> FastAPI:
+    settings = settings or ModelRegistrySettings()
+    metrics = RegistryMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_storage(settings)
+        try:
+            await asyncio.to_thread(store.check)
+            log.info("model registry store: %s", store.describe())
+            catalog = Catalog(store)
+            runner = JobRunner(catalog, hub_config(settings), max_concurrent=settings.max_concurrent_jobs,
+                               tmp_dir=settings.tmp_dir, resume=settings.resume_jobs)
+            await runner.start()
+            metrics.bind(catalog, runner)
+            app.state.registry = RegistryState(settings=settings, store=store, catalog=catalog, jobs=runner,
+                                               metrics=metrics)
+            try:
+                yield
+            finally:
+                app.state.registry = None
+                await runner.stop()
+        finally:
+            store.close()
+
+    app = FastAPI(title="Model Registry", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(models.router)
+    app.include_router(jobs.router)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,42 @@
+"""Registry-specific typed errors; their status codes come from the one table in ``common.errors``."""
+
+from __future__ import annotations
+
+from common.errors import APIError, NotFoundError, ServiceUnavailableError
+
+
+class ChecksumError(APIError):
+    """A file's bytes do not match the sha256 its manifest (or its source) promised.
+
+    Raised by imports (the revision is then never marked complete) and by ``fetch_model`` at worker
+    start-up, so a corrupted store is a loud error that names the file, never a silent load.
+    """
+
+    status, type, code = 500, "server_error", "checksum_mismatch"
+
+    def __init__(self, path: str, expected: str, actual: str, *, where: str = "") -> None:
+        where = f" ({where})" if where else ""
+        super().__init__(f"Checksum mismatch for file '{path}'{where}: expected sha256 {expected}, got {actual}.")
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+
+class RevisionNotFoundError(NotFoundError):
+    code = "revision_not_found"
+
+
+class JobNotFoundError(NotFoundError):
+    code = "job_not_found"
+
+
+class StorageError(ServiceUnavailableError):
+    """The object store cannot be reached or refuses our credentials (message never holds a secret)."""
+
+    code = "storage_unavailable"
+
+
+class SourceError(APIError):
+    """A model source (Hugging Face, a folder, a bundle) failed in a way the operator must fix."""
+
+    status, type, code = 502, "server_error", "source_error"

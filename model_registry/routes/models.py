@@ -1,0 +1,110 @@
+"""``/models``: list, inspect, download, import, alias and delete models and revisions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from model_registry.deps import StateDep
+from model_registry.ids import validate_alias, validate_model_id, validate_revision
+from model_registry.routes.files import stream_file
+from model_registry.routes.schemas import AliasRequest, DownloadRequest, ImportRequest
+from model_registry.sources.folder import check_folder, folder_files, folder_fingerprint
+
+router = APIRouter()
+
+
+def split_revision_path(model_id: str, revision: str, rest: str = "") -> tuple[str, str, str]:
+    """Re-split at the first ``/revisions/``: a greedy route match may have eaten part of a file path."""
+    full = f"{model_id}/revisions/{revision}" + (f"/files/{rest}" if rest else "")
+    head, _, tail = full.partition("/revisions/")
+    rev, _, path = tail.partition("/files/")
+    return validate_model_id(head), validate_revision(rev), path
+
+
+@router.get("/models")
+async def list_models(state: StateDep) -> dict[str, Any]:
+    records = await asyncio.to_thread(state.catalog.list_models)
+    data = [r.view() for r in records]
+    known = {r.id for r in records}
+    for job in state.jobs.jobs.values():  # models whose first revision is still on its way
+        if job.state in ("queued", "running") and job.model_id not in known:
+            known.add(job.model_id)
+            data.append({"id": job.model_id, "type": job.model_type, "aliases": {}, "revisions": [],
+                         "current": None, "size": 0, "status": "downloading"})
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{model_id:path}/revisions/{revision}/files/{path:path}")
+async def get_file(model_id: str, revision: str, path: str, request: Request, state: StateDep) -> StreamingResponse:
+    model_id, revision, path = split_revision_path(model_id, revision, path)
+    response = await stream_file(state.catalog, model_id, revision, path, request.headers.get("range"))
+    state.metrics.files_served.inc()
+    return response
+
+
+@router.get("/models/{model_id:path}/revisions/{revision}")
+async def get_revision(model_id: str, revision: str, state: StateDep) -> dict[str, Any]:
+    model_id, revision, _ = split_revision_path(model_id, revision)
+    resolved = await asyncio.to_thread(state.catalog.resolve, model_id, revision)
+    manifest = await asyncio.to_thread(state.catalog.manifest, model_id, resolved)
+    return manifest.model_dump()
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, state: StateDep, revision: str | None = None) -> dict[str, Any]:
+    validate_model_id(model_id)
+    record = await asyncio.to_thread(state.catalog.get_model, model_id)
+    resolved = await asyncio.to_thread(state.catalog.resolve, model_id, revision)
+    manifest = await asyncio.to_thread(state.catalog.manifest, model_id, resolved)
+    jobs = [j.model_dump() for j in state.jobs.active_for(model_id)]
+    return {**record.view(), "revision": resolved, "manifest": manifest.model_dump(), "jobs": jobs}
+
+
+@router.post("/models/{model_id:path}/download", status_code=202)
+async def download(model_id: str, state: StateDep, body: DownloadRequest | None = None) -> JSONResponse:
+    validate_model_id(model_id)
+    body = body or DownloadRequest()
+    if body.revision is not None:
+        validate_revision(body.revision)
+    params = {"allow_patterns": body.allow_patterns, "ignore_patterns": body.ignore_patterns}
+    job = state.jobs.submit("download", model_id, revision=body.revision, model_type=body.model_type,
+                            params=params)
+    return JSONResponse(job.model_dump(), status_code=202)
+
+
+@router.post("/models/{model_id:path}/import", status_code=202)
+async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> JSONResponse:
+    validate_model_id(model_id)
+    folder = await asyncio.to_thread(check_folder, body.path)
+    revision = validate_revision(body.revision) if body.revision else None
+    if revision is None:  # name the revision now, so an interrupted import can be found and cleaned up
+        revision = await asyncio.to_thread(lambda: folder_fingerprint(folder_files(folder)))
+    job = state.jobs.submit("import", model_id, revision=revision, model_type=body.model_type,
+                            params={"path": str(folder)}, resolved_revision=revision)
+    return JSONResponse(job.model_dump(), status_code=202)
+
+
+@router.put("/models/{model_id:path}/aliases/{alias}")
+async def set_alias(model_id: str, alias: str, body: AliasRequest, state: StateDep) -> dict[str, Any]:
+    validate_model_id(model_id)
+    validate_alias(alias)
+    record = await asyncio.to_thread(state.catalog.set_alias, model_id, alias, body.revision)
+    return record.view()
+
+
+@router.delete("/models/{model_id:path}/revisions/{revision}")
+async def delete_revision(model_id: str, revision: str, state: StateDep) -> dict[str, Any]:
+    model_id, revision, _ = split_revision_path(model_id, revision)
+    record = await asyncio.to_thread(state.catalog.delete_revision, model_id, revision)
+    return {"id": model_id, "revision": revision, "deleted": True, "model": record.view() if record else None}
+
+
+@router.delete("/models/{model_id:path}")
+async def delete_model(model_id: str, state: StateDep) -> dict[str, Any]:
+    validate_model_id(model_id)
+    objects = await asyncio.to_thread(state.catalog.delete_model, model_id)
+    return {"id": model_id, "deleted": True, "objects": objects}
