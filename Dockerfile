@@ -1,0 +1,55 @@
+# One image for every Python service of the platform: gateway, service registry, model registry and
+# model workers differ only by command (`model-service gateway|service-registry|model-registry|worker`).
+#
+#   docker build -t model-service:latest .                                   # with internet
+#   docker build --build-arg WHEELHOUSE=1 -t model-service:latest .          # offline: wheels in ./wheelhouse
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ...   # CPU-only torch
+#
+# On a GPU host the default index gives the CUDA build of torch; the host needs the NVIDIA driver and
+# the NVIDIA Container Toolkit (see docs/GPU-CLUSTER-GUIDE.md).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ARG WHEELHOUSE=0
+ARG TORCH_INDEX_URL=
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    MODEL_SERVICE_HOME=/data \
+    HF_HUB_OFFLINE=1 \
+    PATH=/opt/venv/bin:$PATH
+
+RUN python3 -m venv /opt/venv
+WORKDIR /app
+
+# Dependencies first (cached layer); the wheelhouse folder may hold only a .gitkeep.
+COPY pyproject.toml constraints.txt README.md ./
+COPY wheelhouse/ /wheelhouse/
+COPY common/ common/
+COPY gateway/ gateway/
+COPY service_registry/ service_registry/
+COPY model_registry/ model_registry/
+COPY model_service/ model_service/
+COPY stack/ stack/
+RUN set -eu; \
+    if [ "$WHEELHOUSE" = "1" ]; then \
+        pip install --no-index --find-links /wheelhouse -c constraints.txt ".[worker]"; \
+    else \
+        if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" -c constraints.txt torch; fi; \
+        pip install -c constraints.txt ".[worker]"; \
+    fi; \
+    rm -rf /wheelhouse; \
+    model-service --help > /dev/null
+
+# Non-root, with the model cache and local store on a volume.
+RUN useradd --uid 10001 --user-group --create-home --home-dir /home/app app \
+    && mkdir -p /data && chown app:app /data
+USER app
+VOLUME ["/data"]
+
+# Each service sets HEALTHCHECK_URL (compose does); no curl needed.
+ENV HEALTHCHECK_URL=http://127.0.0.1:8080/health
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "stack.healthcheck"]
+
+CMD ["model-service", "gateway", "--host", "0.0.0.0", "--port", "8080"]

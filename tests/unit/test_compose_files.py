@@ -1,0 +1,95 @@
+"""Every documented compose file combination validates, and the files say what users rely on."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = shutil.which("docker-compose") or str(Path(__file__).resolve().parents[2] / ".venv/bin/docker-compose")
+
+COMBINATIONS = [
+    ["docker-compose.yml"],
+    ["docker-compose.gpu-cluster.yml"],
+    ["docker-compose.yml", "docker-compose.gpu-cluster.yml"],
+    ["docker-compose.yml", "docker-compose.chatui.yml"],
+    ["docker-compose.gpu-cluster.yml", "docker-compose.chatui.yml"],
+    ["docker-compose.yml", "docker-compose.gpu-cluster.yml", "docker-compose.chatui.yml"],
+]
+
+
+def compose_config(files: list[str], *extra: str, profiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    argv = [COMPOSE, "--project-directory", str(ROOT), "--env-file", str(ROOT / ".env.example")]
+    for f in files:
+        argv += ["-f", str(ROOT / f)]
+    for p in profiles:
+        argv += ["--profile", p]
+    return subprocess.run([*argv, "config", *extra], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("files", COMBINATIONS, ids=lambda fs: "+".join(f.removesuffix(".yml") for f in fs))
+def test_combination_validates(files):
+    result = compose_config(files, "--quiet")
+    assert result.returncode == 0, result.stderr
+
+
+def rendered(files: list[str], *profiles: str) -> dict:
+    result = compose_config(files, "--format", "json", profiles=profiles)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_gpu_cluster_pins_one_gpu_per_worker():
+    for files in (["docker-compose.gpu-cluster.yml"], ["docker-compose.yml", "docker-compose.gpu-cluster.yml"]):
+        services = rendered(files, "transcription")["services"]
+        gpus = {}
+        for name in ("llm", "tinyllama", "multimodal", "embedding", "transcription"):
+            devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+            assert devices[0]["driver"] == "nvidia"
+            gpus[name] = devices[0]["device_ids"]
+        assert gpus == {"llm": ["0"], "tinyllama": ["1"], "multimodal": ["2"], "embedding": ["3"],
+                        "transcription": ["4"]}
+        assert services["llm"]["environment"]["MODEL_NAME"] == "Qwen/Qwen2.5-0.5B-Instruct"
+        assert "llm-primary" in services["llm"]["networks"]["default"]["aliases"]
+
+
+def test_standard_stack_services_and_ports():
+    services = rendered(["docker-compose.yml"])["services"]
+    assert {"minio", "minio-init", "model-registry", "service-registry", "gateway", "llm", "tinyllama",
+            "embedding"} <= set(services)
+    published = {name: [p["published"] for p in s.get("ports", [])] for name, s in services.items()}
+    assert published["gateway"] == ["8080"] and published["llm"] == ["8000"]
+    assert published["embedding"] == ["8002"] and published["model-registry"] == ["8090"]
+    # The platform uses the service account, never MinIO's root user.
+    assert "MINIO_ROOT_PASSWORD" not in services["gateway"]["environment"]
+    assert services["gateway"]["environment"]["GATEWAY_REGISTRY_URL"] == "http://service-registry:8070"
+
+
+def test_chatui_points_at_the_gateway():
+    services = rendered(["docker-compose.yml", "docker-compose.chatui.yml"])["services"]
+    assert services["chat-ui"]["image"].endswith(":0.8.4")
+    template = (ROOT / "chatui.env.template").read_text()
+    assert "ENABLE_COMMUNITY_MODELS=false" in template and "PUBLIC_APP_NAME=" in template
+    models = json.loads(re.search(r"MODELS=`(.*?)`", template, re.S).group(1))
+    assert all(m["endpoints"][0]["baseURL"] == "http://gateway:8080/v1" for m in models)
+    assert [m["name"] for m in models if m.get("multimodal")] == ["llava-hf/llava-1.5-7b-hf"]
+
+
+def test_env_example_documents_every_variable():
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    used = set()
+    for f in ("docker-compose.yml", "docker-compose.gpu-cluster.yml", "docker-compose.chatui.yml"):
+        used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", (ROOT / f).read_text()))
+    missing = used - documented
+    assert not missing, f".env.example does not document {sorted(missing)}"
+
+
+def test_yaml_files_parse():
+    for f in ROOT.glob("docker-compose*.yml"):
+        assert isinstance(yaml.safe_load(f.read_text().replace("!reset", "")), dict)
