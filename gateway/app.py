@@ -1,11 +1,13 @@
 """Gateway application factory: ``uvicorn --factory gateway.app:create_app --port 8080``.
 
-The lifespan owns the one upstream ``httpx.AsyncClient`` and the probing task; both are closed in
-``finally``. The first probe round finishes before the app serves, so routing works at once.
+The lifespan owns the one upstream ``httpx.AsyncClient``, the registry client (when
+``GATEWAY_REGISTRY_URL`` is set) and the refresh task; all are closed in ``finally``. The first
+refresh round finishes before the app serves, so routing works at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +17,14 @@ from fastapi import FastAPI
 
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
+from gateway.circuit import CircuitBoard
 from gateway.deps import GatewayState
+from gateway.follower import Upstreams
 from gateway.metrics import GatewayMetrics
 from gateway.routes import openai, ops
+from gateway.routing import Rules
 from gateway.settings import GatewaySettings
-from gateway.upstreams import UpstreamProber
+from service_registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +41,33 @@ def upstream_client(settings: GatewaySettings) -> httpx.AsyncClient:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     metrics = GatewayMetrics()
+    api_keys = settings.api_keys()  # read (and checked) here: bad config stops start-up, not a request
+    rules = Rules(policy=settings.routing_policy, cooldown_s=settings.circuit_cooldown_s,
+                  gpu_memory_limit=settings.gpu_memory_limit,
+                  retry_after_s=max(1, round(settings.probe_interval_s)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with upstream_client(settings) as client:
-            prober = UpstreamProber(client, settings.workers, interval=settings.probe_interval_s,
-                                    timeout=settings.probe_timeout_s)
-            if not settings.workers:
-                log.warning("GATEWAY_WORKERS is empty: every model request will be answered 503")
-            await prober.start()
-            app.state.gateway = GatewayState(settings=settings, client=client, upstreams=prober,
-                                             metrics=metrics)
+        circuits = CircuitBoard(settings.circuit_failures, settings.circuit_cooldown_s)
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(upstream_client(settings))
+            registry = None
+            if settings.registry_url:
+                registry = await stack.enter_async_context(
+                    RegistryClient(settings.registry_url, timeout_s=settings.probe_timeout_s))
+            elif not settings.workers:
+                log.warning("neither GATEWAY_WORKERS nor GATEWAY_REGISTRY_URL is set: every model request "
+                            "will be answered 503")
+            upstreams = Upstreams(client, settings.workers, registry, interval_s=settings.probe_interval_s,
+                                  timeout_s=settings.probe_timeout_s, settle_s=settings.registry_settle_s,
+                                  on_recovered=circuits.reset)
+            await upstreams.start()
+            stack.push_async_callback(upstreams.stop)
+            app.state.gateway = GatewayState(settings=settings, client=client, upstreams=upstreams,
+                                             metrics=metrics, circuits=circuits, rules=rules, api_keys=api_keys)
             try:
                 yield
             finally:
-                await prober.stop()
                 app.state.gateway = None
 
     app = FastAPI(title="Model Service Gateway", version="0.1.0", lifespan=lifespan)

@@ -6,27 +6,36 @@ two gateways in one process (as in tests) never share a client, a snapshot or a 
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
 from common.errors import ServiceUnavailableError
+from gateway.circuit import CircuitBoard
+from gateway.follower import Upstreams
 from gateway.metrics import GatewayMetrics, InFlight
+from gateway.routing import DEFAULT_RULES, Rules
 from gateway.settings import GatewaySettings
-from gateway.upstreams import UpstreamProber
 
 
 @dataclass
 class GatewayState:
     settings: GatewaySettings
     client: httpx.AsyncClient
-    upstreams: UpstreamProber
+    upstreams: Upstreams
     metrics: GatewayMetrics
+    circuits: CircuitBoard = field(default_factory=lambda: CircuitBoard(threshold=3, cooldown_s=5.0))
+    rules: Rules = DEFAULT_RULES
+    # External upstream id -> API key; sent upstream as a bearer token, never logged or answered.
+    api_keys: dict[str, SecretStr] = field(default_factory=dict, repr=False)
     in_flight: InFlight = field(default_factory=InFlight)
     rng: random.Random = field(default_factory=random.Random)
+    turns: itertools.count[int] = field(default_factory=itertools.count)  # round-robin's counter
 
 
 def get_state(request: Request) -> GatewayState:

@@ -13,6 +13,8 @@ from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.circuit import STATE_CODES, Circuit
+
 NO_MODEL = "-"
 
 
@@ -31,6 +33,20 @@ class GatewayMetrics:
         self.retries = Counter("gateway_upstream_retries_total",
                                "Attempts that failed before the first byte and were retried elsewhere.",
                                ["model", "reason"], registry=self.registry)
+        # Per-replica series are labelled by the replica URL: bounded by the configured/registered fleet.
+        self.replica_failures = Counter("gateway_replica_failures_total",
+                                        "Attempts on a replica that failed before the first byte, by reason.",
+                                        ["replica", "reason"], registry=self.registry)
+        self.circuit_state = Gauge("gateway_circuit_state",
+                                   "Circuit breaker per replica: 0 closed, 1 half-open, 2 open.",
+                                   ["replica"], registry=self.registry)
+        self.replica_requests = Counter("gateway_replica_requests_total",
+                                        "Requests a replica accepted (answered below 500 with a first byte).",
+                                        ["replica"], registry=self.registry)
+        self.served: _Tally[str] = _Tally()  # the same count, readable by /services
+
+    def record_circuit(self, replica: str, circuit: Circuit) -> None:
+        self.circuit_state.labels(replica).set(STATE_CODES[circuit.state])
 
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(model, endpoint, str(status)).inc()

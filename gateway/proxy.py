@@ -2,8 +2,10 @@
 
 The gateway does not re-validate OpenAI bodies; the worker does, and its 4xx comes back unchanged.
 The body is forwarded byte for byte, except that a request without ``model`` gets the resolved
-default model id added (the body is then re-serialised), so any OpenAI-compatible worker, vLLM
-included, knows what it is asked for.
+default model id added, and a request sent to an external upstream (or to a fallback model) gets
+the model name that upstream expects (the body is then re-serialised), so any OpenAI-compatible
+worker, vLLM included, knows what it is asked for. An external's API key is added as a bearer token
+on the upstream call only; it is never logged and never part of an answer.
 
 Failover follows vLLM production-stack: read the upstream status and the first chunk, and only
 then commit to the client. A connect error, a timeout or a 5xx up to that point is retried on
@@ -29,10 +31,16 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from common.errors import APIError, InvalidRequestError, ServiceUnavailableError, sse_error_event
+from common.errors import (
+    APIError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    sse_error_event,
+)
 from gateway.deps import GatewayState
 from gateway.metrics import NO_MODEL
-from gateway.routing import Endpoint, choose_replica, resolve_model
+from gateway.routing import Endpoint, backoff_s, choose_replica, fallback_chain, may_retry, resolve_model
 from gateway.upstreams import Replica
 
 log = logging.getLogger(__name__)
@@ -110,7 +118,8 @@ async def forward(state: GatewayState, request: Request, endpoint: Endpoint, def
             label = model
         headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
         headers.update({"x-request-id": request_id, "accept-encoding": "identity"})
-        opening = open_upstream(state, endpoint, model, body_for_model(raw, payload, model), headers)
+        chain = fallback_chain(model, state.settings.fallbacks)
+        opening = open_upstream(state, endpoint, chain, raw, payload, headers)
         opened = await _unless_client_leaves(request, opening)
     except APIError as exc:
         exc.headers.setdefault("x-request-id", request_id)
@@ -152,44 +161,91 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def open_upstream(state: GatewayState, endpoint: Endpoint, model: str, body: bytes,
-                        headers: dict[str, str]) -> Opened:
+async def open_upstream(state: GatewayState, endpoint: Endpoint, chain: list[str], raw: bytes,
+                        payload: dict[str, Any], headers: dict[str, str]) -> Opened:
     """Try replicas until one answers below 500 with a first chunk; at most ``retries`` extra tries.
 
-    The chosen replica's in-flight count stays taken on success; the stream releases it.
+    ``chain`` is the requested model then its fallbacks: a model with no usable replica (left) passes
+    the request to the next one. The chosen replica's in-flight count stays taken on success; the
+    stream releases it.
     """
     tried: list[str] = []
     failures: list[str] = []
-    for _ in range(state.settings.retries + 1):
-        try:
-            replica = choose_replica(state.upstreams.snapshot, model, endpoint, state.in_flight.view(),
-                                     state.rng, exclude=tried)
-        except ServiceUnavailableError:
-            if failures:
+    first_error: APIError | None = None
+    for position, model in enumerate(chain):
+        while True:
+            try:
+                replica = choose_replica(state.upstreams.snapshot, model, endpoint, state.in_flight.view(),
+                                         state.rng, exclude=tried, circuits=state.circuits.view(),
+                                         now=time.monotonic(), rules=state.rules, turn=next(state.turns))
+            except (ServiceUnavailableError, ModelNotFoundError) as exc:
+                first_error = first_error or exc
+                if position + 1 < len(chain):
+                    log.info("model %s has no usable replica; falling back to %s", model, chain[position + 1])
                 break
-            raise
-        tried.append(replica.url)
-        state.in_flight.acquire(replica.url)
-        try:
-            outcome = await _attempt(state.client, replica, endpoint, body, headers)
-        except BaseException:
-            state.in_flight.release(replica.url)
-            raise
-        if isinstance(outcome, Opened):
-            return outcome
-        state.in_flight.release(replica.url)
-        failures.append(f"{replica.url} ({outcome})")
-        state.metrics.retries.labels(model, outcome.split(":")[0]).inc()
-        log.warning("upstream %s failed before the first byte: %s", replica.url, outcome)
-    raise ServiceUnavailableError(
-        f"No replica of '{model}' could answer; tried {', '.join(failures)}. Try again later."
+            tried.append(replica.url)
+            body = body_for_model(raw, payload, replica.name_upstream(model))
+            outcome = await _attempt_on(state, replica, endpoint, body, headers)
+            if isinstance(outcome, Opened):
+                return outcome
+            failures.append(f"{replica.url} ({outcome})")
+            state.metrics.retries.labels(model, outcome.split(":")[0]).inc()
+            log.warning("upstream %s failed before the first byte: %s", replica.url, outcome)
+            if not may_retry(outcome, len(failures), state.settings.retries):
+                raise _all_failed(state, chain[0], failures)
+            await asyncio.sleep(backoff_s(len(failures), state.settings.retry_backoff_s,
+                                          state.settings.retry_backoff_max_s, state.rng))
+    if failures:
+        raise _all_failed(state, chain[0], failures)
+    assert first_error is not None  # the loop only ends without failures through an error
+    raise first_error
+
+
+def _all_failed(state: GatewayState, model: str, failures: list[str]) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"No replica of '{model}' could answer; tried {', '.join(failures)}. Try again later.",
+        headers={"Retry-After": str(state.rules.retry_after_s)},
     )
+
+
+async def _attempt_on(state: GatewayState, replica: Replica, endpoint: Endpoint, body: bytes,
+                      headers: dict[str, str]) -> Opened | str:
+    """One try on ``replica``, keeping its in-flight count and circuit up to date."""
+    key = replica.url
+    state.circuits.dispatched(key, time.monotonic())
+    state.in_flight.acquire(key)
+    try:
+        outcome = await _attempt(state.client, replica, endpoint, body, _with_auth(state, replica, headers))
+    except BaseException:
+        state.in_flight.release(key)
+        state.circuits.released(key)
+        raise
+    if isinstance(outcome, Opened):
+        state.circuits.succeeded(key)
+        state.metrics.record_circuit(key, state.circuits.get(key))
+        state.metrics.served[key] += 1
+        state.metrics.replica_requests.labels(key).inc()
+        return outcome
+    state.in_flight.release(key)
+    circuit = state.circuits.failed(key, time.monotonic())
+    state.metrics.record_circuit(key, circuit)
+    state.metrics.replica_failures.labels(key, outcome.split(":")[0]).inc()
+    return outcome
+
+
+def _with_auth(state: GatewayState, replica: Replica, headers: dict[str, str]) -> dict[str, str]:
+    """The headers for one upstream, with the external's API key when one is configured."""
+    key = state.api_keys.get(replica.service_id or "") if replica.kind == "external" else None
+    if key is None:
+        return headers
+    return {**headers, "authorization": f"Bearer {key.get_secret_value()}"}
 
 
 async def _attempt(client: httpx.AsyncClient, replica: Replica, endpoint: Endpoint, body: bytes,
                    headers: dict[str, str]) -> Opened | str:
     """One upstream try: an :class:`Opened` answer, or a short reason why it may be retried."""
-    request = client.build_request("POST", f"{replica.url}{endpoint.path}", content=body, headers=headers)
+    url = f"{replica.base}{endpoint.path.removeprefix('/v1')}"
+    request = client.build_request("POST", url, content=body, headers=headers)
     try:
         response = await client.send(request, stream=True)
     except httpx.TimeoutException:

@@ -1,20 +1,31 @@
-"""Replica choice: pure functions over a :class:`Snapshot` and the gateway's in-flight counts.
+"""Replica choice: pure functions over a :class:`Snapshot` and the gateway's own live counters.
 
-No I/O and no clock here, and randomness comes in as an argument, so every routing rule is tested
-by calling a function. Policy: healthy replicas that serve the model, least outstanding requests
-by power of two choices (sample two, take the less loaded) — cheap, and it avoids the herd that
-"always the global minimum" causes when many gateways share stale counts.
+No I/O and no clock here (``now`` is an argument), and randomness comes in as an argument, so every
+routing rule is tested by calling a function. A replica is *usable* when its snapshot says healthy,
+its circuit admits a request and its GPU reports are not bad. Among the usable replicas of a model,
+the lowest ``priority`` tier that has a replica below its capacity wins (so external upstreams,
+configured at a lower priority, only take traffic when every local replica is unusable or
+saturated); within the tier the policy picks: least outstanding requests by power of two choices
+(sample two, take the less loaded; cheap, and it avoids the herd that "always the global minimum"
+causes with stale counts) or round-robin.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from common.errors import InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
 from common.records import CAPABILITIES
+from gateway.circuit import CLOSED, Circuit, admits
 from gateway.upstreams import Replica, Snapshot
+
+Policy = Literal["least_outstanding", "round_robin"]
+# Failure kinds (the part of an attempt's outcome before ":") worth trying on another replica.
+RETRYABLE = frozenset({"timeout", "unreachable", "upstream_5xx", "broken"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,19 @@ def resolve_model(snapshot: Snapshot, requested: object, endpoint: Endpoint, def
     )
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The knobs routing obeys (from settings); the defaults suit tests and small clusters."""
+
+    policy: Policy = "least_outstanding"
+    cooldown_s: float = 5.0  # an open circuit lets one probe through after this long
+    gpu_memory_limit: float = 0.98  # used/total at or above this fraction = memory exhausted
+    retry_after_s: int = 1  # what a 503 "no usable replica" tells clients to wait
+
+
+DEFAULT_RULES = Rules()
+
+
 def choose_replica(
     snapshot: Snapshot,
     model: str,
@@ -62,14 +86,38 @@ def choose_replica(
     in_flight: Mapping[str, int],
     rng: random.Random,
     exclude: Collection[str] = (),
+    *,
+    circuits: Mapping[str, Circuit] | None = None,
+    now: float = 0.0,
+    rules: Rules = DEFAULT_RULES,
+    turn: int = 0,
 ) -> Replica:
-    """Pick the replica for one attempt; ``exclude`` holds the URLs that already failed this request."""
+    """Pick the replica for one attempt; ``exclude`` holds the URLs that already failed this request.
+
+    ``turn`` is the gateway's request counter, used only by round-robin.
+    """
+    _check_model(snapshot, model, endpoint, rules)
+    circuits = circuits or {}
+    serving = [r for r in snapshot.healthy() if r.model == model]
+    candidates = [r for r in serving if r.url not in exclude]
+    usable = [r for r in candidates if _skip_reason(r, circuits, now, rules) is None]
+    if not usable:
+        raise _unavailable(model, serving, candidates, circuits, now, rules)
+    tier = preferred_tier(usable, in_flight)
+    if rules.policy == "round_robin":
+        return tier[turn % len(tier)]
+    return pick_least_loaded(tier, in_flight, rng)
+
+
+def _check_model(snapshot: Snapshot, model: str, endpoint: Endpoint, rules: Rules) -> None:
+    """404 for a model nobody serves, 400 for the wrong endpoint, 503 while workers are silent."""
     known = snapshot.known_models()
     silent = sum(1 for r in snapshot.replicas if r.model is None)
     if model not in known and silent:
         # A worker that never answered may serve it (still starting): "try later", not "no such model".
         raise ServiceUnavailableError(
-            f"The model '{model}' is not available right now; {silent} worker(s) have not answered yet."
+            f"The model '{model}' is not available right now; {silent} worker(s) have not answered yet.",
+            headers=_retry_after(rules),
         )
     if model not in known:
         available = sorted({r.model for r in snapshot.healthy() if r.model is not None})
@@ -81,13 +129,72 @@ def choose_replica(
             f"The model '{model}' is a {known[model]} model and does not support {endpoint.path}.",
             param="model", code="model_not_supported",
         )
-    serving = [r for r in snapshot.healthy() if r.model == model]
-    candidates = [r for r in serving if r.url not in exclude]
-    if not candidates:
-        if serving:
-            raise ServiceUnavailableError(f"Every replica of '{model}' failed this request; try again later.")
-        raise ServiceUnavailableError(f"The model '{model}' has no healthy replica right now; try again later.")
-    return pick_least_loaded(candidates, in_flight, rng)
+
+
+def _unavailable(model: str, serving: list[Replica], candidates: list[Replica], circuits: Mapping[str, Circuit],
+                 now: float, rules: Rules) -> ServiceUnavailableError:
+    """The 503 for a model with no usable replica, saying why (and when to come back)."""
+    headers = _retry_after(rules)
+    if serving and not candidates:
+        return ServiceUnavailableError(f"Every replica of '{model}' failed this request; try again later.",
+                                       headers=headers)
+    if candidates:
+        reasons = "; ".join(f"{r.url}: {_skip_reason(r, circuits, now, rules)}" for r in candidates)
+        return ServiceUnavailableError(f"No replica of '{model}' can take requests right now ({reasons}); "
+                                       "try again later.", headers=headers)
+    return ServiceUnavailableError(f"The model '{model}' has no healthy replica right now; try again later.",
+                                   headers=headers)
+
+
+def _retry_after(rules: Rules) -> dict[str, str]:
+    return {"Retry-After": str(max(1, rules.retry_after_s))}
+
+
+def preferred_tier(usable: list[Replica], in_flight: Mapping[str, int]) -> list[Replica]:
+    """The replicas of the best priority that still has room; when all are saturated, the best tier.
+
+    Lower ``priority`` is preferred. A replica is saturated when its in-flight count reached its
+    capacity (unknown capacity: never saturated), so a lower-priority tier (externals, hosted APIs)
+    only takes traffic when every preferred replica is unusable or full.
+    """
+    tiers = sorted({r.priority for r in usable})
+    for priority in tiers:
+        room = [r for r in usable if r.priority == priority and not saturated(r, in_flight)]
+        if room:
+            return room
+    return [r for r in usable if r.priority == tiers[0]]
+
+
+def saturated(replica: Replica, in_flight: Mapping[str, int]) -> bool:
+    return replica.capacity is not None and in_flight.get(replica.url, 0) >= replica.capacity
+
+
+def is_usable(replica: Replica, circuits: Mapping[str, Circuit], now: float, rules: Rules = DEFAULT_RULES) -> bool:
+    """Healthy, circuit admitting and GPU fine: what ``/v1/models`` and routing agree on."""
+    return replica.healthy and _skip_reason(replica, circuits, now, rules) is None
+
+
+def _skip_reason(replica: Replica, circuits: Mapping[str, Circuit], now: float, rules: Rules) -> str | None:
+    circuit = circuits.get(replica.url, CLOSED)
+    if not admits(circuit, now, rules.cooldown_s):
+        return f"circuit {circuit.state} after {circuit.consecutive_failures} failures"
+    return gpu_problem(replica, rules.gpu_memory_limit)
+
+
+def gpu_problem(replica: Replica, memory_limit: float) -> str | None:
+    """Why the replica's GPU reports say "do not send work here", or None.
+
+    Only the replica's own GPUs count when its readings include them (a container may see the
+    whole host through NVML). No readings at all (CPU worker, external) is not a problem.
+    """
+    own = [g for g in replica.gpus if g.index in replica.gpu_indices]
+    for gpu in own or replica.gpus:
+        if gpu.error:
+            return f"GPU {gpu.index} reports an error: {gpu.error}"
+        used, total = gpu.memory_used_mb, gpu.memory_total_mb
+        if used is not None and total and used / total >= memory_limit:
+            return f"GPU {gpu.index} memory exhausted ({used:.0f}/{total:.0f} MiB)"
+    return None
 
 
 def pick_least_loaded(candidates: list[Replica], in_flight: Mapping[str, int], rng: random.Random) -> Replica:
@@ -101,6 +208,31 @@ def pick_least_loaded(candidates: list[Replica], in_flight: Mapping[str, int], r
     if in_flight.get(second.url, 0) < in_flight.get(first.url, 0):
         return second
     return first
+
+
+def fallback_chain(model: str, fallbacks: Mapping[str, str], limit: int = 4) -> list[str]:
+    """``model`` then its configured fallbacks in order, stopping at a repeat (no cycles) or ``limit``."""
+    chain = [model]
+    while len(chain) < limit and (nxt := fallbacks.get(chain[-1])) is not None and nxt not in chain:
+        chain.append(nxt)
+    return chain
+
+
+def may_retry(reason: str, attempts_made: int, retries: int) -> bool:
+    """Whether a failed attempt gets another try: a retryable kind and budget left (``retries`` extra)."""
+    return reason.split(":", 1)[0] in RETRYABLE and attempts_made <= retries
+
+
+def backoff_s(retry: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Delay before retry number ``retry`` (1-based): exponential, capped, half of it jittered.
+
+    Small on purpose: the retry goes to another replica, so the wait only spreads a burst of
+    retries after one replica dies; it is not waiting for that replica to come back.
+    """
+    if retry <= 0 or base_s <= 0:
+        return 0.0
+    ceiling = min(cap_s, base_s * math.pow(2, retry - 1))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 def _can_serve(model_type: str | None, endpoint: Endpoint) -> bool:

@@ -2,22 +2,29 @@
 
 ``GATEWAY_WORKERS`` names the model workers to route to. Operators type it by hand in ``.env`` and
 compose files, so a plain comma-separated list is accepted as well as a JSON list.
+``GATEWAY_REGISTRY_URL`` makes the gateway follow the service registry as well (both may be set).
+
+External upstreams' API keys: the registry never hands them out, so the gateway reads the same
+static-upstream configuration (``REGISTRY_STATIC_UPSTREAMS`` / ``REGISTRY_STATIC_FILE``, or the
+``GATEWAY_`` spellings) and keeps only the keys, by upstream id.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
+from service_registry.settings import StaticUpstream, load_static_file
 
 
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore")
+                                      extra="ignore", populate_by_name=True)
 
     port: int = 8080
     # Base URLs of the model workers, e.g. ``http://127.0.0.1:8000,http://127.0.0.1:8001``.
@@ -36,6 +43,48 @@ class GatewaySettings(ServiceSettings):
     retries: int = Field(default=2, ge=0)
     max_connections: int = Field(default=512, ge=1)
     max_keepalive_connections: int = Field(default=64, ge=0)
+
+    # The service registry to follow (its GET /services, read every probe_interval_s); unset = static only.
+    registry_url: str | None = None
+    # After a restarted registry comes back, keep replicas it has not re-learned yet for this long.
+    registry_settle_s: float = Field(default=10.0, ge=0)
+    routing_policy: Literal["least_outstanding", "round_robin"] = "least_outstanding"
+    # Passive circuit breaker per replica: open after this many consecutive failures before the first
+    # byte, let one probe request through after the cooldown.
+    circuit_failures: int = Field(default=3, ge=1)
+    circuit_cooldown_s: float = Field(default=5.0, gt=0)
+    # Backoff before retry n on another replica: about base * 2**(n-1), capped.
+    retry_backoff_s: float = Field(default=0.05, ge=0)
+    retry_backoff_max_s: float = Field(default=0.5, ge=0)
+    # A replica whose GPU memory used/total reaches this fraction gets no new requests.
+    gpu_memory_limit: float = Field(default=0.98, gt=0, le=1)
+    # Per-model fallback when a model has no usable replica, e.g. {"big-model": "small-model"}.
+    fallbacks: dict[str, str] = Field(default_factory=dict)
+    # The same static upstream list the registry reads, for the API keys only.
+    static_upstreams: list[StaticUpstream] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("static_upstreams", "GATEWAY_STATIC_UPSTREAMS", "REGISTRY_STATIC_UPSTREAMS"),
+    )
+    static_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("static_file", "GATEWAY_STATIC_FILE", "REGISTRY_STATIC_FILE"),
+    )
+
+    def api_keys(self) -> dict[str, SecretStr]:
+        """Upstream id -> API key, for every configured upstream that has one (keys stay secret)."""
+        upstreams = list(self.static_upstreams)
+        if self.static_file is not None:
+            upstreams += load_static_file(self.static_file)
+        return {u.id: u.api_key for u in upstreams if u.api_key is not None}
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"GATEWAY_REGISTRY_URL {value!r} must start with http:// or https://")
+        return value
 
     @field_validator("workers", mode="before")
     @classmethod

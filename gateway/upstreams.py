@@ -18,14 +18,20 @@ from dataclasses import dataclass, replace
 import httpx
 from pydantic import ValidationError
 
-from common.records import WorkerHealth
+from common.records import GPUReading, WorkerHealth
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Replica:
-    """One worker process as last seen. ``model``/``type`` survive a failed probe (last known)."""
+    """One upstream serving one model, as last seen. ``model``/``type`` survive a failed probe.
+
+    ``url`` is the replica's key (in-flight counts and circuits hang off it). Replicas that come
+    from the service registry also carry where OpenAI paths go (``api_base``), the model name the
+    upstream expects, their priority (lower is preferred), capacity and GPU readings; a statically
+    configured worker keeps the defaults, which mean "a worker of ours at ``{url}/v1``".
+    """
 
     url: str
     model: str | None = None
@@ -35,6 +41,23 @@ class Replica:
     last_seen: float | None = None  # wall-clock time of the last successful probe
     latency_ms: float | None = None  # duration of the last probe
     max_model_len: int | None = None
+    source: str = "static"  # "static" (GATEWAY_WORKERS) or "registry"
+    service_id: str | None = None
+    kind: str = "worker"  # "worker" or "external"
+    api_base: str | None = None  # None: f"{url}/v1"
+    upstream_model: str | None = None  # None: the public model id
+    priority: int = 0
+    capacity: int | None = None  # in-flight requests it takes before it counts as saturated
+    gpu_indices: tuple[int, ...] = ()
+    gpus: tuple[GPUReading, ...] = ()
+
+    @property
+    def base(self) -> str:
+        """Where OpenAI paths go: ``{base}/chat/completions``."""
+        return self.api_base or f"{self.url}/v1"
+
+    def name_upstream(self, public_model: str) -> str:
+        return self.upstream_model or public_model
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The worker app factory: ``uvicorn --factory model_service.app:create_app``.
 
 The lifespan owns the engine: it starts loading in the background (so ``/health`` answers 503 at
-once instead of the port staying closed) and unloads it on shutdown.
+once instead of the port staying closed) and unloads it on shutdown. With ``WORKER_REGISTRY_URL``
+set, the app's life is also its membership in the service registry (``registration.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
 from model_service.engines.base import Engine
 from model_service.metrics import MetricsMiddleware
+from model_service.registration import registered
 from model_service.routes import ROUTERS
 from model_service.settings import WorkerSettings
 from model_service.worker import Worker
@@ -28,7 +30,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     worker: Worker = app.state.worker
     await worker.start()
     try:
-        yield
+        # Deregisters before the engine stops; never blocks start-up when the registry is down.
+        async with registered(worker.settings):
+            yield
     finally:
         await worker.stop()
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from common.protocol import ModelCard, ModelList
 from common.records import CAPABILITIES
+from gateway.circuit import Circuit
 from gateway.deps import StateDep
 from gateway.proxy import forward
-from gateway.routing import CHAT, COMPLETIONS, EMBEDDINGS
+from gateway.routing import CHAT, COMPLETIONS, DEFAULT_RULES, EMBEDDINGS, Rules, is_usable
 from gateway.upstreams import Snapshot
 
 router = APIRouter(tags=["openai"])
@@ -32,14 +36,19 @@ async def embeddings(request: Request, state: StateDep) -> Response:
 
 @router.get("/v1/models")
 async def list_models(state: StateDep) -> ModelList:
-    return model_list(state.upstreams.snapshot)
+    return model_list(state.upstreams.snapshot, state.circuits.view(), time.monotonic(), state.rules)
 
 
-def model_list(snapshot: Snapshot) -> ModelList:
-    """One card per model id served by at least one healthy replica, in configured order."""
+def model_list(snapshot: Snapshot, circuits: Mapping[str, Circuit] | None = None, now: float = 0.0,
+               rules: Rules = DEFAULT_RULES) -> ModelList:
+    """One card per model id with at least one usable replica (healthy, circuit admitting, GPU fine).
+
+    A model whose every replica is down or tripped is left out, so clients never pick a model that
+    would only answer 503.
+    """
     cards: dict[str, ModelCard] = {}
     for replica in snapshot.healthy():
-        if replica.model is None or replica.model in cards:
+        if replica.model is None or replica.model in cards or not is_usable(replica, circuits or {}, now, rules):
             continue
         type_ = replica.type or "llm"
         cards[replica.model] = ModelCard(id=replica.model, type=type_,

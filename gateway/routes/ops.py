@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from gateway.deps import StateDep
+from common.records import ServiceRecord
+from gateway.deps import GatewayState, StateDep
+from gateway.routing import gpu_problem, is_usable
 from gateway.upstreams import Replica
 
 router = APIRouter(tags=["operations"])
@@ -17,46 +20,96 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/health")
 async def health(state: StateDep) -> dict[str, Any]:
-    """Always 200 while the gateway runs; ``degraded`` says no worker can take requests right now."""
+    """Always 200 while the gateway runs; ``degraded`` says requests may fail or routing is stale."""
     snapshot = state.upstreams.snapshot
     healthy = snapshot.healthy()
     models = sorted({r.model for r in healthy if r.model is not None})
-    ok = bool(healthy)
-    return {
-        "status": "ok" if ok else "degraded",
-        "detail": None if ok else "The gateway is up but no model worker is healthy; requests get 503.",
+    follower = state.upstreams.follower
+    registry = follower.health() if follower is not None else None
+    detail = None
+    if not healthy:
+        detail = "The gateway is up but no model worker is healthy; requests get 503."
+    elif registry is not None and not registry["reachable"]:
+        detail = "The service registry is unreachable; routing from its last snapshot."
+    body: dict[str, Any] = {
+        "status": "degraded" if detail else "ok",
+        "detail": detail,
         "replicas": len(snapshot.replicas),
         "healthy_replicas": len(healthy),
         "models": models,
         "checked_at": snapshot.taken_at,
     }
+    if registry is not None:
+        body["registry"] = registry
+    return body
 
 
 @router.get("/services")
 async def services(state: StateDep) -> dict[str, Any]:
+    """Every replica as routing sees it: the registry's (or probe's) view plus this gateway's counters."""
     snapshot = state.upstreams.snapshot
-    in_flight = state.in_flight.view()
-    rows = [
-        {
+    now = time.monotonic()
+    circuits = state.circuits.view()
+    rows = []
+    for r in snapshot.replicas:
+        row = {
             "url": r.url, "model": r.model, "type": r.type, "healthy": r.healthy, "reason": r.reason,
-            "last_seen": r.last_seen, "latency_ms": r.latency_ms, "in_flight": in_flight.get(r.url, 0),
+            "last_seen": r.last_seen, "latency_ms": r.latency_ms, "source": r.source,
+            "service_id": r.service_id, "kind": r.kind, "api_base": r.base, "upstream_model": r.name_upstream(
+                r.model) if r.model else None, "priority": r.priority, "capacity": r.capacity,
+            "gpu_problem": gpu_problem(r, state.rules.gpu_memory_limit),
+            "usable": is_usable(r, circuits, now, state.rules),
         }
-        for r in snapshot.replicas
-    ]
-    return {"object": "list", "data": rows, "checked_at": snapshot.taken_at}
+        rows.append({**row, **_counters(state, r.url)})
+    body: dict[str, Any] = {"object": "list", "data": rows, "checked_at": snapshot.taken_at,
+                            "policy": state.rules.policy}
+    if state.upstreams.follower is not None:
+        body["registry"] = state.upstreams.follower.health()
+    return body
+
+
+def _counters(state: GatewayState, key: str) -> dict[str, Any]:
+    """This gateway's own view of one replica: load, accepted requests and its circuit breaker."""
+    circuit = state.circuits.get(key)
+    return {
+        "in_flight": state.in_flight.view().get(key, 0),
+        "served": state.metrics.served.get(key, 0),
+        "failures": circuit.failures_total,
+        "circuit": {"state": circuit.state, "consecutive_failures": circuit.consecutive_failures,
+                    "opens": circuit.opens_total},
+    }
 
 
 @router.get("/gpu-stats")
 async def gpu_stats(state: StateDep) -> dict[str, Any]:
-    """Every replica's ``/gpu-stats``, fetched concurrently; a failing one carries an error instead."""
+    """GPU facts of every replica: the registry's last readings for the services it knows (no extra
+    call), and a concurrent ``/gpu-stats`` fetch for static workers; a failing one carries an error."""
     replicas = state.upstreams.snapshot.replicas
+    follower = state.upstreams.follower
+    rows: list[dict[str, Any]] = []
+    if follower is not None:
+        listed = {r.url for r in replicas if r.source == "registry"}
+        rows += [_registry_gpu_row(record) for record in follower.services.data
+                 if record.kind == "worker" and record.url in listed]
+    static = [r for r in replicas if r.source == "static"]
     timeout = state.settings.probe_timeout_s
-    rows = await asyncio.gather(*(_one_gpu_stats(state.client, r, timeout) for r in replicas))
-    return {"object": "list", "data": list(rows)}
+    rows += await asyncio.gather(*(_one_gpu_stats(state.client, r, timeout) for r in static))
+    return {"object": "list", "data": [{**row, **_counters(state, row["url"])} for row in rows]}
+
+
+def _registry_gpu_row(record: ServiceRecord) -> dict[str, Any]:
+    stats = None
+    if record.gpu_available is not None:
+        stats = {"available": record.gpu_available, "reason": record.gpu_reason,
+                 "gpus": [g.model_dump() for g in record.gpus]}
+    error = None if stats is not None else (record.gpu_reason or "GPU stats not read yet")
+    return {"url": record.url, "model": record.models[0] if record.models else None, "service_id": record.id,
+            "source": "registry", "gpu_indices": list(record.gpu_indices), "stats": stats, "error": error}
 
 
 async def _one_gpu_stats(client: httpx.AsyncClient, replica: Replica, limit_s: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"url": replica.url, "model": replica.model, "stats": None, "error": None}
+    row: dict[str, Any] = {"url": replica.url, "model": replica.model, "source": "static", "stats": None,
+                           "error": None}
     if not replica.healthy:
         row["error"] = f"replica is not healthy ({replica.reason})"
         return row
