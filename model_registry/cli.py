@@ -94,9 +94,15 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from model_registry.sources.folder import import_folder
+    from model_registry.sources.gguf import import_gguf, is_gguf_path
 
-    with _catalog() as (catalog, _), _bar(args.id) as progress:
-        manifest = import_folder(catalog, args.id, Path(args.path).resolve(), args.type, progress, args.revision)
+    path = Path(args.path).resolve()
+    with _catalog() as (catalog, settings), _bar(args.id) as progress:
+        if is_gguf_path(path):
+            print(f"converting {path.name} to a Hugging Face folder (once)...", file=sys.stderr)
+            manifest = import_gguf(catalog, args.id, path, args.type, progress, args.revision, settings.tmp_dir)
+        else:
+            manifest = import_folder(catalog, args.id, path, args.type, progress, args.revision)
     print(f"{args.id}@{manifest.revision}: {len(manifest.files)} files, {manifest.total_size} bytes")
     return 0
 
@@ -161,7 +167,7 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     p.add_argument("--exclude", action="append", default=[], help="glob of files to skip (repeatable)")
     p.set_defaults(func=_run(_pull))
 
-    p = subparsers.add_parser("import", help="import a local model folder")
+    p = subparsers.add_parser("import", help="import a local model folder or a .gguf file (converted once)")
     p.add_argument("path")
     p.add_argument("--id", required=True)
     p.add_argument("--type", choices=MODEL_TYPES, default=None)

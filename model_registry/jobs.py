@@ -27,6 +27,7 @@ from model_registry.ingest import Progress
 from model_registry.records import ACTIVE_STATES, JobRecord, utc_now
 from model_registry.sources.bundle import import_bundle
 from model_registry.sources.folder import import_folder
+from model_registry.sources.gguf import import_gguf, is_gguf_path
 from model_registry.sources.hf import HubConfig, download_hf
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ class JobRunner:
             download_hf(self.catalog, self.hub, record.model_id, record.revision, record.model_type,
                         params.get("allow_patterns"), params.get("ignore_patterns"), progress, self.tmp_dir,
                         on_resolved=resolved)
+        elif record.kind == "import" and is_gguf_path(params["path"]):
+            manifest = import_gguf(self.catalog, record.model_id, params["path"], record.model_type, progress,
+                                   revision=record.revision, tmp_dir=self.tmp_dir)
+            record.resolved_revision = manifest.revision
         elif record.kind == "import":
             manifest = import_folder(self.catalog, record.model_id, params["path"], record.model_type, progress,
                                      revision=record.revision)

@@ -17,6 +17,7 @@ from model_service.admission import Admission
 from model_service.engines import build_engine
 from model_service.engines.base import Engine, EngineInfo
 from model_service.metrics import WorkerMetrics
+from model_service.model_files import prepare_model_files
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Worker:
         # An engine handed in already loaded (tests share one real model) belongs to the caller.
         self._given = engine
         self.metrics = WorkerMetrics(settings.model_name)
-        self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
+        self.admission = Admission(settings.engine_concurrency(), settings.max_queue, settings.retry_after_s)
         self.metrics.watch_admission(lambda: self.admission.running, lambda: self.admission.waiting)
         self.engine: Engine | None = None
         self.status: Literal["loading", "ok", "error"] = "loading"
@@ -64,7 +65,8 @@ class Worker:
         log.info("model %s ready (%s)", self.settings.model_name, engine.info())
 
     def _build_and_load(self) -> Engine:
-        engine = build_engine(self.settings)
+        # With model_source=store this fetches and verifies the files first (in this load thread).
+        engine = build_engine(prepare_model_files(self.settings))
         try:
             engine.load()
         except BaseException:

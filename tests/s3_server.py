@@ -183,3 +183,14 @@ def small_copy(src: Path, dst: Path) -> Path:
             (dst / path.relative_to(src)).write_bytes(path.read_bytes())
     (dst / "model.safetensors").write_bytes(os.urandom(1024 * 1024))
     return dst
+
+
+def registry_env(settings) -> dict[str, str]:
+    """The environment that makes another process (registry, worker, CLI) open the same store."""
+    env = {"MODEL_REGISTRY_STORAGE_BACKEND": settings.storage_backend,
+           "MODEL_REGISTRY_LOCAL_ROOT": str(settings.local_root)}
+    if settings.storage_backend == "s3":
+        env.update(MODEL_REGISTRY_S3_ENDPOINT=settings.s3_endpoint, MODEL_REGISTRY_S3_ACCESS_KEY=settings.s3_access_key,
+                   MODEL_REGISTRY_S3_SECRET_KEY=settings.s3_secret_key.get_secret_value(),
+                   MODEL_REGISTRY_S3_BUCKET=settings.s3_bucket)
+    return env

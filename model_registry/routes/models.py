@@ -8,11 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from common.errors import InvalidRequestError
 from model_registry.deps import StateDep
 from model_registry.ids import validate_alias, validate_model_id, validate_revision
 from model_registry.routes.files import stream_file
 from model_registry.routes.schemas import AliasRequest, DownloadRequest, ImportRequest
 from model_registry.sources.folder import check_folder, folder_files, folder_fingerprint
+from model_registry.sources.gguf import check_gguf, gguf_fingerprint, is_gguf_path
 
 router = APIRouter()
 
@@ -79,10 +81,17 @@ async def download(model_id: str, state: StateDep, body: DownloadRequest | None 
 @router.post("/models/{model_id:path}/import", status_code=202)
 async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> JSONResponse:
     validate_model_id(model_id)
-    folder = await asyncio.to_thread(check_folder, body.path)
+    if is_gguf_path(body.path):  # a GGUF file is converted once into a folder by the job
+        folder = await asyncio.to_thread(check_gguf, body.path)
+        if body.model_type not in (None, "llm"):
+            raise InvalidRequestError("A GGUF file converts to a causal language model: use type 'llm'.",
+                                      param="model_type")
+    else:
+        folder = await asyncio.to_thread(check_folder, body.path)
     revision = validate_revision(body.revision) if body.revision else None
     if revision is None:  # name the revision now, so an interrupted import can be found and cleaned up
-        revision = await asyncio.to_thread(lambda: folder_fingerprint(folder_files(folder)))
+        revision = await asyncio.to_thread(
+            lambda: gguf_fingerprint(folder) if folder.is_file() else folder_fingerprint(folder_files(folder)))
     job = state.jobs.submit("import", model_id, revision=revision, model_type=body.model_type,
                             params={"path": str(folder)}, resolved_revision=revision)
     return JSONResponse(job.model_dump(), status_code=202)

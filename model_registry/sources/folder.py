@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from common.errors import InvalidRequestError
 from common.records import ModelType
@@ -43,10 +44,6 @@ def folder_fingerprint(files: list[tuple[str, Path]]) -> str:
 def check_folder(path: str | Path) -> Path:
     """The folder to import, or a 400 that says what is wrong with the given path."""
     folder = Path(path).expanduser()
-    if folder.is_file() and folder.suffix.lower() == ".gguf":
-        raise InvalidRequestError("Importing a GGUF file (conversion to a Hugging Face folder) is not "
-                                  "implemented yet; convert it first and import the folder.",
-                                  param="path", code="not_implemented")
     if not folder.is_absolute():
         raise InvalidRequestError(f"The import path '{path}' must be absolute.", param="path")
     if not folder.is_dir():
@@ -56,8 +53,12 @@ def check_folder(path: str | Path) -> Path:
 
 
 def import_folder(catalog: Catalog, model_id: str, folder: str | Path, model_type: ModelType | None = None,
-                  progress: Progress | None = None, revision: str | None = None) -> Manifest:
-    """Copy every file of ``folder`` into a new revision, hashing while streaming, then commit it."""
+                  progress: Progress | None = None, revision: str | None = None,
+                  source: dict[str, Any] | None = None) -> Manifest:
+    """Copy every file of ``folder`` into a new revision, hashing while streaming, then commit it.
+
+    ``source``: what the manifest records as the origin (a GGUF import names the file it converted).
+    """
     validate_model_id(model_id)
     root = check_folder(folder)
     files = folder_files(root)
@@ -76,7 +77,7 @@ def import_folder(catalog: Catalog, model_id: str, folder: str | Path, model_typ
         if info is not None and info.size == size and writer.already_stored(rel, size, _sha256(path)):
             continue
         writer.store_file(rel, path, where=str(path))
-    manifest, _ = writer.commit(model_type, {"kind": "folder", "path": str(root)})
+    manifest, _ = writer.commit(model_type, source or {"kind": "folder", "path": str(root)})
     return manifest
 
 

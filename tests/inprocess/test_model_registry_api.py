@@ -118,12 +118,17 @@ async def test_unknown_things_are_404(tmp_path: Path) -> None:
         assert (await client.get("/jobs/../../etc")).status_code == 404
 
 
-async def test_gguf_import_is_a_clear_not_implemented(tmp_path: Path) -> None:
+async def test_gguf_import_checks_the_file_first(tmp_path: Path) -> None:
+    """Bad GGUF input is a 400 at once; the conversion itself is tested in test_model_store_worker.py."""
     gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf.write_bytes(b"nope")
     async with registry_client(registry_settings("local", tmp_path)) as (_, client):
         resp = await client.post("/models/org/m/import", json={"path": str(gguf)})
-        assert resp.status_code == 400 and resp.json()["error"]["code"] == "not_implemented"
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_gguf"
+        resp = await client.post("/models/org/m/import", json={"path": str(tmp_path / "missing.gguf")})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "path"
+        resp = await client.post("/models/org/m/import", json={"path": "relative/model.gguf"})
+        assert resp.status_code == 400
 
 
 async def test_wrong_s3_secret_refuses_to_start(s3_server: fx.S3Server, tmp_path: Path) -> None:
