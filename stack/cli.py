@@ -32,7 +32,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "MODEL_NAME": args.model_name,
             "MODEL_TYPE": args.model_type,
             "MODEL_PATH": args.model_path,
+            "WORKER_MODEL_SOURCE": args.model_source,
+            "WORKER_MODEL_REVISION": args.model_revision,
             "WORKER_ENGINE": args.engine,
+            "WORKER_REGISTRY_URL": args.registry_url,
+            "WORKER_ADVERTISE_URL": args.advertise_url,
             "WORKER_DEVICE": args.device,
             "WORKER_HOST": args.host,
             "WORKER_PORT": str(args.port),
@@ -48,6 +52,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         "gateway.app:create_app",
         {
             "GATEWAY_WORKERS": args.workers,
+            "GATEWAY_REGISTRY_URL": args.registry_url,
             "GATEWAY_DEFAULT_CHAT_MODEL": args.default_chat_model,
             "GATEWAY_DEFAULT_EMBEDDING_MODEL": args.default_embedding_model,
             "GATEWAY_HOST": args.host,
@@ -76,6 +81,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     options = StackOptions(
         host=args.host,
         gateway_port=args.gateway_port,
+        registry_port=args.registry_port,
+        model_registry_port=None if args.no_model_registry else args.model_registry_port,
         llm_port=None if args.no_llm else args.llm_port,
         embedding_port=None if args.no_embedding else args.embedding_port,
         engine=args.engine,
@@ -110,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run gateway + starter chat and embedding workers on this machine")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--gateway-port", type=int, default=8080)
+    up.add_argument("--registry-port", type=int, default=8070, help="service registry port")
+    up.add_argument("--model-registry-port", type=int, default=8090, help="model registry port")
+    up.add_argument("--no-model-registry", action="store_true",
+                    help="do not start the model registry server (the workers still load from the store)")
     up.add_argument("--llm-port", type=int, default=8000)
     up.add_argument("--embedding-port", type=int, default=8002)
     up.add_argument("--no-llm", action="store_true", help="do not start the chat worker")
@@ -126,13 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--model-type", default=os.environ.get("MODEL_TYPE"),
                         choices=["llm", "embedding"])
     worker.add_argument("--model-path", default=os.environ.get("MODEL_PATH"))
+    worker.add_argument("--model-source", default=None, choices=["path", "store"],
+                        help="'store': fetch MODEL_NAME from the model store (MODEL_REGISTRY_*/MINIO_*), "
+                             "verify sha256, load offline (default: path)")
+    worker.add_argument("--model-revision", default=None,
+                        help="revision or alias to fetch with --model-source store (default: current)")
     worker.add_argument("--engine", default=None, choices=["auto", "fake"])
     worker.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    worker.add_argument("--registry-url", default=None,
+                        help="service registry to register with, e.g. http://127.0.0.1:8070")
+    worker.add_argument("--advertise-url", default=None,
+                        help="URL others reach this worker at (default: http://HOST:PORT)")
     worker.set_defaults(func=_cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run the OpenAI-compatible gateway")
     _add_common(gateway, 8080)
     gateway.add_argument("--workers", default=None, help="comma-separated worker base URLs")
+    gateway.add_argument("--registry-url", default=None,
+                         help="service registry to follow, e.g. http://127.0.0.1:8070 (with or instead of --workers)")
     gateway.add_argument("--default-chat-model", default=None)
     gateway.add_argument("--default-embedding-model", default=None)
     gateway.set_defaults(func=_cmd_gateway)
@@ -153,7 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.set_defaults(func=_cmd_models_prepare)
     add_models_commands(models_sub)
+
+    bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``scripts/bench.py`` from a source checkout (the harness is not part of the wheel)."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+    if not script.is_file():
+        print(f"bench needs a source checkout: {script} not found", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *[a for a in args.bench_args if a != "--"]]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model_registry.storage import Storage
 
 COMPLETE_MARKER = ".complete"
 
@@ -85,33 +88,41 @@ def prepare(starter: StarterModel, home: Path | None = None) -> Path:
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """Dequantise a GGUF checkpoint once and save it as a bf16 safetensors folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Convert once with the registry's GGUF source (one conversion routine), then mark it complete."""
+    from model_registry.sources.gguf import convert_gguf
 
     if not gguf_path.is_file():
         raise StarterModelError(f"GGUF file not found: {gguf_path}")
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        # The weights are dequantised now: drop the GGUF quantizer so save_pretrained writes plain tensors.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.to(torch.bfloat16)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / COMPLETE_MARKER).write_text(f"converted from {gguf_path.name}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    convert_gguf(gguf_path, target)
+    (target / COMPLETE_MARKER).write_text(f"converted from {gguf_path.name}\n")
 
 
 def prepare_all(home: Path | None = None) -> dict[str, Path]:
     return {s.model_id: prepare(s, home) for s in STARTERS}
+
+
+def import_starters(store: Storage | None = None, home: Path | None = None) -> dict[str, str]:
+    """Import both starter models into the model store (first run only); return ``{model_id: revision}``.
+
+    ``model-service up`` calls this before it starts the workers, so the embedded stack loads models
+    from the store exactly as a deployed site does. It is cheap on later runs: an unchanged folder maps
+    to the same revision name (the folder fingerprint) and a complete revision is never copied again.
+    ``store``: an open store (the caller closes it); None opens the one ``MODEL_REGISTRY_*`` describes
+    (by default the local folder ``$MODEL_SERVICE_HOME/store``).
+    """
+    from model_registry.catalog import Catalog
+    from model_registry.settings import ModelRegistrySettings
+    from model_registry.sources.folder import import_folder
+    from model_registry.storage import open_storage
+
+    opened = open_storage(ModelRegistrySettings()) if store is None else None
+    try:
+        if opened is not None:
+            opened.check()
+        catalog = Catalog(opened or store)  # type: ignore[arg-type]
+        return {s.model_id: import_folder(catalog, s.model_id, prepare(s, home), s.model_type).revision  # type: ignore[arg-type]
+                for s in STARTERS}
+    finally:
+        if opened is not None:
+            opened.close()

@@ -1,9 +1,11 @@
 """``model-service up``: the whole stack as child processes on one machine.
 
-Starts one worker per starter model and the gateway on loopback, waits until the gateway lists every
-model, prints where to go, and on Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a
-grace period). Children are also told by the kernel to stop if this supervisor dies abruptly, so no
-process is ever left behind.
+The same path a deployed site takes, with a local folder as the store: the starter models are
+imported into the store on first run, the model registry serves that store, the workers fetch and
+verify their model from it and register with the service registry, and the gateway routes from the
+registry's snapshot. ``up`` waits until the gateway lists every model, prints where to go, and on
+Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a grace period). Children are also
+told by the kernel to stop if this supervisor dies abruptly, so no process is ever left behind.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from stack.starters import STARTER_EMBEDDING, STARTER_LLM, StarterModel, StarterModelError, prepare
+from stack.starters import STARTER_EMBEDDING, STARTER_LLM, StarterModel, StarterModelError, import_starters
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_S = 10.0
@@ -29,6 +31,8 @@ STOP_GRACE_S = 10.0
 class StackOptions:
     host: str = "127.0.0.1"
     gateway_port: int = 8080
+    registry_port: int = 8070
+    model_registry_port: int | None = 8090
     llm_port: int | None = 8000
     embedding_port: int | None = 8002
     engine: str = "auto"
@@ -57,36 +61,51 @@ class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.children: list[Child] = []
+        self.revisions: dict[str, str] = {}
         self._stopping = False
 
     # --- plan ---------------------------------------------------------------------------------
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.registry_port}"
 
     def _worker(self, starter: StarterModel, port: int) -> Child:
         o = self.options
         argv = [sys.executable, "-m", "stack", "worker", "--host", o.host, "--port", str(port),
                 "--model-name", starter.model_id, "--model-type", starter.model_type,
-                "--engine", o.engine, "--log-level", o.log_level]
+                "--engine", o.engine, "--log-level", o.log_level, "--registry-url", self.registry_url]
         if o.engine != "fake":
-            argv += ["--model-path", str(prepare(starter))]
+            argv += ["--model-source", "store", "--model-revision", self.revisions[starter.model_id]]
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         return Child(starter.model_type, argv, env, f"http://{o.host}:{port}")
 
-    def plan(self) -> list[Child]:
+    def _service(self, name: str, command: str, port: int, *extra: str) -> Child:
         o = self.options
-        workers = []
+        argv = [sys.executable, "-m", "stack", command, "--host", o.host, "--port", str(port),
+                "--log-level", o.log_level, *extra]
+        return Child(name, argv, {}, f"http://{o.host}:{port}")
+
+    def plan(self) -> list[Child]:
+        """Registries first, then workers, the gateway last (``_wait_ready`` and the banner rely on it)."""
+        o = self.options
+        children = [self._service("registry", "service-registry", o.registry_port)]
+        if o.model_registry_port is not None:
+            children.append(self._service("models", "model-registry", o.model_registry_port))
         if o.llm_port is not None:
-            workers.append(self._worker(STARTER_LLM, o.llm_port))
+            children.append(self._worker(STARTER_LLM, o.llm_port))
         if o.embedding_port is not None:
-            workers.append(self._worker(STARTER_EMBEDDING, o.embedding_port))
-        gateway_argv = [sys.executable, "-m", "stack", "gateway", "--host", o.host,
-                        "--port", str(o.gateway_port), "--log-level", o.log_level,
-                        "--workers", ",".join(w.url for w in workers)]
+            children.append(self._worker(STARTER_EMBEDDING, o.embedding_port))
+        gateway_args = ["--registry-url", self.registry_url]
         if o.llm_port is not None:
-            gateway_argv += ["--default-chat-model", STARTER_LLM.model_id]
+            gateway_args += ["--default-chat-model", STARTER_LLM.model_id]
         if o.embedding_port is not None:
-            gateway_argv += ["--default-embedding-model", STARTER_EMBEDDING.model_id]
-        gateway = Child("gateway", gateway_argv, {}, f"http://{o.host}:{o.gateway_port}")
-        return [*workers, gateway]
+            gateway_args += ["--default-embedding-model", STARTER_EMBEDDING.model_id]
+        children.append(self._service("gateway", "gateway", o.gateway_port, *gateway_args))
+        return children
+
+    def workers(self) -> list[Child]:
+        return [c for c in self.children if "--model-name" in c.argv]
 
     # --- run ----------------------------------------------------------------------------------
 
@@ -95,12 +114,13 @@ class LocalStack:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             if self.options.engine != "fake":
-                print("Preparing starter models (the first run converts the chat model once)...", flush=True)
+                print("Importing the starter models into the model store (the first run converts and "
+                      "copies them once)...", flush=True)
+                self.revisions = import_starters()
             self.children = self.plan()
             for child in self.children:
                 self._start(child)
-            expected = [c for c in self.children if c.name != "gateway"]
-            if not self._wait_ready(expected):
+            if not self._wait_ready(self.workers()):
                 return 1
             self._print_banner()
             return self._supervise()
@@ -154,7 +174,10 @@ class LocalStack:
     def _print_banner(self) -> None:
         gateway = self.children[-1]
         lines = ["", "Model Service Platform is up.", f"  gateway   {gateway.url}/v1"]
-        lines += [f"  {c.name:<9} {c.url}  ({self._model_of(c)})" for c in self.children[:-1]]
+        for c in self.children[:-1]:
+            what = self._model_of(c) if c in self.workers() else {"registry": "service registry",
+                                                                   "models": "model registry"}[c.name]
+            lines.append(f"  {c.name:<9} {c.url}  ({what})")
         lines += [
             "",
             "Try:",

@@ -26,6 +26,8 @@ class RunningStack:
     gateway_url: str
     llm_url: str
     embedding_url: str
+    registry_url: str
+    model_registry_url: str
     log_path: Path
 
     @property
@@ -53,15 +55,17 @@ class RunningStack:
 
 
 def start_stack(tmp: Path, *extra: str) -> RunningStack:
-    gw, llm, emb = free_port(), free_port(), free_port()
+    gw, llm, emb, reg, models = (free_port() for _ in range(5))
     log_path = tmp / "stack.log"
     argv = [sys.executable, "-m", "stack", "up", "--gateway-port", str(gw), "--llm-port", str(llm),
-            "--embedding-port", str(emb), "--ready-timeout", str(READY_TIMEOUT_S), *extra]
+            "--embedding-port", str(emb), "--registry-port", str(reg), "--model-registry-port", str(models),
+            "--ready-timeout", str(READY_TIMEOUT_S), *extra]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     running = RunningStack(proc, f"http://127.0.0.1:{gw}", f"http://127.0.0.1:{llm}",
-                           f"http://127.0.0.1:{emb}", log_path)
+                           f"http://127.0.0.1:{emb}", f"http://127.0.0.1:{reg}", f"http://127.0.0.1:{models}",
+                           log_path)
     wanted = {STARTER_LLM.model_id, STARTER_EMBEDDING.model_id}
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

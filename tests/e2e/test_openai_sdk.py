@@ -142,3 +142,12 @@ def test_ops_endpoints(real_stack):
         assert stats["host"]["memory_total_mb"] > 0
         metrics = httpx.get(f"{url}/metrics", timeout=10)
         assert metrics.status_code == 200 and "# TYPE" in metrics.text
+
+
+def test_stack_runs_through_both_registries(real_stack):
+    services = httpx.get(f"{real_stack.registry_url}/services", timeout=10).json()["data"]
+    healthy = {m for s in services if s["status"] == "healthy" for m in s["models"]}
+    assert {LLM, EMB} <= healthy
+    models = httpx.get(f"{real_stack.model_registry_url}/models", timeout=10)
+    assert models.status_code == 200, models.text
+    assert {LLM, EMB} <= {m["id"] for m in models.json()["data"]}
