@@ -7,14 +7,22 @@ and the CLI set them); every other knob reads ``WORKER_<FIELD>``. ``device``/``d
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
 
 WorkerModelType = Literal["llm", "embedding"]
+
+
+def default_cache_dir() -> Path:
+    """``$MODEL_SERVICE_HOME/cache`` or ``~/.cache/model-service/cache``: next to the local store."""
+    home = os.environ.get("MODEL_SERVICE_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "model-service") / "cache"
 
 
 class WorkerSettings(ServiceSettings):
@@ -34,19 +42,54 @@ class WorkerSettings(ServiceSettings):
     model_path: str | None = Field(
         default=None, validation_alias=AliasChoices("WORKER_MODEL_PATH", "MODEL_PATH"),
     )
+    # Where the files come from: "path" loads MODEL_PATH as is; "store" fetches the model (store id:
+    # store_model_id, default MODEL_NAME) from the model store that MODEL_REGISTRY_* / MINIO_* describe
+    # into cache_dir, verifies every sha256 and loads the verified copy offline (model_files.py).
+    model_source: Literal["path", "store"] = "path"
+    model_revision: str = Field(
+        default="current", validation_alias=AliasChoices("WORKER_MODEL_REVISION", "MODEL_REVISION"),
+    )
+    store_model_id: str | None = None
+    cache_dir: Path = Field(default_factory=default_cache_dir)
     engine: Literal["auto", "fake"] = "auto"
     device: str = "auto"
     dtype: str = "auto"
 
-    # Requests the engine works on at once (the transformers engine runs one sequence at a time) and
-    # requests allowed to wait for a slot; beyond that a request is answered 429 at once.
-    max_concurrency: int = Field(default=1, ge=1)
+    # Requests the engine works on at once (default: the batch size below, so every admitted request
+    # can share the batch) and requests allowed to wait for a slot; beyond that 429 at once.
+    max_concurrency: int | None = Field(default=None, ge=1)
     max_queue: int = Field(default=16, ge=0)
+    # llm continuous batching: sequences decoded together, and prompt tokens per prefill forward pass
+    # (longer prompts are prefilled in chunks of this size between decode steps).
+    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_tokens: int = Field(default=512, ge=16)
+    # embedding micro-batching: inputs per encode call, and how long the first input waits for company.
+    embedding_max_batch_size: int = Field(default=32, ge=1)
+    embedding_max_wait_ms: float = Field(default=5.0, ge=0.0)
     retry_after_s: int = Field(default=1, ge=0)
     # Completion tokens when a request gives no max_tokens (always capped by the context length).
     default_max_tokens: int = Field(default=1024, ge=1)
     # Context length; taken from the model's config when absent.
     max_model_len: int | None = Field(default=None, ge=1)
+
+    # Self-registration with the service registry (registration.py); unset registry_url = none.
+    registry_url: str | None = None
+    # The URL the gateway and registry reach this worker at; default http://{host}:{port} (the
+    # machine's host name when bound to 0.0.0.0). Set it behind NAT or in containers.
+    advertise_url: str | None = None
+    # Default "{model_name}@{host}:{port}" of the advertised URL. Env: WORKER_ID.
+    worker_id: str | None = Field(default=None, validation_alias=AliasChoices("WORKER_ID", "WORKER_WORKER_ID"))
+    gpu_indices: Annotated[list[int], NoDecode] = Field(default_factory=list)  # e.g. "0" or "0,1"
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @field_validator("gpu_indices", mode="before")
+    @classmethod
+    def _split_gpu_indices(cls, value: Any) -> Any:
+        """Accept ``0,1`` or ``[0, 1]`` as typed in ``.env`` and compose files."""
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return [int(part) for part in text.split(",") if part.strip()]
+        return value
 
     # Fake engine knobs, for HTTP-layer tests without a model.
     fake_token_delay_s: float = Field(default=0.0, ge=0.0)
@@ -54,3 +97,9 @@ class WorkerSettings(ServiceSettings):
     fake_load_error: str | None = None
     fake_embedding_dims: int = Field(default=384, ge=1)
     fake_max_model_len: int = Field(default=2048, ge=1)
+
+    def engine_concurrency(self) -> int:
+        """Admission slots: ``max_concurrency`` when set, else as many as one batch holds."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        return self.embedding_max_batch_size if self.model_type == "embedding" else self.max_batch_size

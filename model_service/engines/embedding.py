@@ -1,8 +1,14 @@
-"""Sentence embeddings through sentence-transformers, encoded off the event loop.
+"""Sentence embeddings through sentence-transformers, dynamically micro-batched off the event loop.
 
-Encoding runs on one dedicated thread (the model is not shared between threads); micro-batching
-across requests is a later step that fits behind ``embed``. Usage counts come from the model's own
-tokenizer, capped at its ``max_seq_length`` because longer inputs are truncated before encoding.
+One encode of 32 sentences costs little more than one of a single sentence on a CPU or GPU, so
+requests do not encode one by one: they queue, and one batcher thread takes up to
+``embedding_max_batch_size`` inputs (waiting at most ``embedding_max_wait_ms`` after the first one
+for company), sorts them by length so padding stays small, runs ONE ``encode`` and hands each
+request its own slice. Inputs that queued while the previous encode ran go out at once with no
+extra wait. The batcher is a thread rather than an asyncio task because the engine outlives any one
+event loop (tests share a loaded model) and the model is never shared between threads.
+Usage counts come from the model's own tokenizer, capped at ``max_seq_length`` (longer inputs are
+truncated before encoding).
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from model_service.engines.base import Embeddings, Engine, EngineInfo
@@ -18,6 +27,17 @@ from model_service.engines.hardware import dtype_name, resolve_device, resolve_d
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's inputs and where its answer goes (a future on the request's own loop)."""
+
+    texts: list[str]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Embeddings]
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class SentenceTransformerEngine(Engine):
@@ -32,7 +52,11 @@ class SentenceTransformerEngine(Engine):
         self.model: Any = None
         self.dims: int | None = None
         self.max_seq_length: int | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.max_batch = settings.embedding_max_batch_size
+        self.max_wait_s = settings.embedding_max_wait_ms / 1000
+        self.encode_calls = 0  # read by tests: fewer encodes than requests proves batching
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
 
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer
@@ -44,10 +68,15 @@ class SentenceTransformerEngine(Engine):
         dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dims = int(dims())
         self.max_seq_length = self.settings.max_model_len or int(model.max_seq_length or 512)
+        self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
+        self._thread.start()
         log.info("loaded %s on %s (%s), %s dims", self.settings.model_path, self.device, self.dtype, self.dims)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._thread is not None:
+            self._inbox.put(_STOP)
+            self._thread.join(timeout=30)
+            self._thread = None
         self.model = None
 
     def info(self) -> EngineInfo:
@@ -56,11 +85,76 @@ class SentenceTransformerEngine(Engine):
 
     async def embed(self, texts: list[str]) -> Embeddings:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._encode, texts)
+        job = _Job(texts, loop, loop.create_future())
+        self._inbox.put(job)
+        return await job.future  # cancelling it (client gone) makes the batcher skip the job
 
-    def _encode(self, texts: list[str]) -> Embeddings:
-        vectors = self.model.encode(texts, convert_to_numpy=True, show_progress_bar=False)
+    # --- the batcher thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        while (jobs := self._gather()) is not None:
+            jobs = [j for j in jobs if not j.future.cancelled()]
+            if not jobs:
+                continue
+            try:
+                answers = self._encode_jobs(jobs)
+            except Exception as exc:  # every request in the batch gets the error, the thread lives on
+                log.exception("embedding batch failed")
+                answers = [exc] * len(jobs)
+            for job, answer in zip(jobs, answers, strict=True):
+                self._resolve(job, answer)
+
+    def _gather(self) -> list[_Job] | None:
+        """Block for the first job, then collect more until the batch is full or its wait is over."""
+        first = self._inbox.get()
+        if first is _STOP:
+            return None
+        jobs, count = [first], len(first.texts)
+        deadline = first.arrived + self.max_wait_s
+        while count < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                self._inbox.put(_STOP)  # finish this batch, stop on the next gather
+                break
+            jobs.append(job)
+            count += len(job.texts)
+        return jobs
+
+    def _encode_jobs(self, jobs: list[_Job]) -> list[Embeddings]:
+        """ONE encode over every input, longest first so each forward pass pads little (a request
+        with more inputs than a batch still goes in this one call, as several forward passes)."""
+        texts = [t for job in jobs for t in job.texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = self.model.encode([texts[i] for i in order], batch_size=self.max_batch,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        self.encode_calls += 1
+        by_input: list[Any] = [None] * len(texts)
+        for pos, i in enumerate(order):
+            by_input[i] = vectors[pos].astype("float32").tolist()
         tokenized = self.model.tokenizer(texts, add_special_tokens=True, truncation=True,
                                          max_length=self.max_seq_length)
-        tokens = sum(len(ids) for ids in tokenized["input_ids"])
-        return Embeddings(vectors=[v.astype("float32").tolist() for v in vectors], prompt_tokens=tokens)
+        counts = [len(ids) for ids in tokenized["input_ids"]]
+        answers, start = [], 0
+        for job in jobs:
+            end = start + len(job.texts)
+            answers.append(Embeddings(vectors=by_input[start:end], prompt_tokens=sum(counts[start:end])))
+            start = end
+        return answers
+
+    @staticmethod
+    def _resolve(job: _Job, answer: Embeddings | BaseException) -> None:
+        def settle() -> None:
+            if job.future.done():
+                return
+            if isinstance(answer, BaseException):
+                job.future.set_exception(answer)
+            else:
+                job.future.set_result(answer)
+
+        try:
+            job.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # that request's loop is gone; nobody is waiting
+            pass

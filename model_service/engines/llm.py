@@ -1,9 +1,11 @@
 """Causal language models through transformers: chat template, sampling, streaming, cancellation.
 
-One sequence runs at a time on a single generation thread (a continuous-batching scheduler is a
-later step and fits behind the same ``generate``). The decode loop is our own rather than
-``model.generate`` so each request gets its own seeded RNG, raw-logit logprobs and a cancellation
-check between every token: closing the async iterator sets an Event the thread sees within one step.
+Requests are continuously batched (``scheduler.BatchScheduler``) on one generation thread: they
+share forward passes, join at any token boundary and leave as soon as they finish. The decode loop
+is our own rather than ``model.generate`` or transformers' continuous batching (one generation
+config for every request) so each request keeps its own sampling params, seeded RNG, penalties and
+raw-logit logprobs, and a cancellation check between every token: closing the async iterator sets
+an Event the scheduler sees at the next step, which frees the row for the next request.
 """
 
 from __future__ import annotations
@@ -11,19 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from typing import Any
 
-import torch
 from jinja2 import TemplateError
 
 from common.errors import InvalidRequestError
-from model_service.engines.base import Delta, Engine, EngineInfo, SamplingParams, TokenLogprob
-from model_service.engines.detok import IncrementalDecoder
+from model_service.engines.base import Delta, Engine, EngineInfo, SamplingParams
 from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
-from model_service.engines.sampling import build_processors, choose, make_generator, token_logprobs
+from model_service.engines.llm_batch import Sequence
+from model_service.engines.scheduler import BatchScheduler
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,7 @@ class TransformersLLM(Engine):
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self.max_model_len = settings.max_model_len
         self.eos_ids: set[int] = set()
-        self.active = 0  # sequences on the generation thread right now (0 or 1)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-generate")
+        self._scheduler: BatchScheduler | None = None
 
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,10 +54,17 @@ class TransformersLLM(Engine):
         self.model = model.to(self.device).eval()
         self.max_model_len = self.max_model_len or _context_length(self.model.config, self.tokenizer)
         self.eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = min(self.eos_ids, default=0) if pad_id is None else pad_id  # masked out; any id does
+        self._scheduler = BatchScheduler(self.model, max_batch_size=_batch_limit(self.model, self.settings),
+                                         max_batch_tokens=self.settings.max_batch_tokens, pad_id=pad_id,
+                                         device=self.device, done=_DONE)
         log.info("loaded %s on %s (%s), context %s", path, self.device, self.dtype, self.max_model_len)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
         self.model = None
         self.tokenizer = None
 
@@ -85,71 +90,52 @@ class TransformersLLM(Engine):
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        if self._scheduler is None:
+            raise RuntimeError("the model is not loaded")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
 
         def emit(item: Any) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # loop already closed: nobody is listening any more
-                cancel.set()
+                seq.cancel.set()
 
-        self._executor.submit(self._run, prompt_ids, params, cancel, emit)
+        seq = Sequence(prompt_ids, params, emit, device=self.device, decode=self.decode,
+                       piece=self._piece, eos_ids=self.eos_ids)
+        self._scheduler.submit(seq)
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            cancel.set()
+            seq.cancel.set()
 
-    def _run(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event,
-             emit: Callable[[Any], None]) -> None:
-        """The generation thread: one forward pass per token, checking ``cancel`` between them."""
-        self.active += 1
-        try:
-            if not cancel.is_set():
-                with torch.inference_mode():
-                    self._decode_loop(prompt_ids, params, cancel, emit)
-        except Exception as exc:  # reaches the request as an error, never kills the thread
-            log.exception("generation failed")
-            emit(exc)
-        finally:
-            self.active -= 1
-            emit(_DONE)
+    def _piece(self, token: int) -> str:
+        return self.tokenizer.decode([token])
 
-    def _decode_loop(self, prompt_ids: list[int], params: SamplingParams, cancel: threading.Event,
-                     emit: Callable[[Any], None]) -> None:
-        processors = build_processors(params, len(prompt_ids))
-        generator = make_generator(params.seed, self.device)
-        decoder = IncrementalDecoder(self.decode)
-        all_ids = torch.tensor([prompt_ids], device=self.device)
-        step_input, cache = all_ids, None
-        for step in range(params.max_tokens):
-            if cancel.is_set():
-                return
-            out = self.model(input_ids=step_input, past_key_values=cache, use_cache=True)
-            cache, raw = out.past_key_values, out.logits[0, -1]
-            scores = processors(all_ids, raw.unsqueeze(0).float())[0] if processors else raw.float()
-            token = choose(scores, params, generator)
-            finish = "stop" if token in self.eos_ids else ("length" if step + 1 == params.max_tokens else None)
-            text = "" if token in self.eos_ids else decoder.push(token)
-            if finish:
-                text += decoder.flush()
-            emit(Delta(text=text, token_ids=[token], finish_reason=finish,
-                       logprobs=self._logprobs(raw, token, params)))
-            if finish:
-                return
-            step_input = torch.tensor([[token]], device=self.device)
-            all_ids = torch.cat([all_ids, step_input], dim=1)
+    @property
+    def active(self) -> int:
+        """Sequences in the engine (waiting or running); tests wait for it to drop after a cancel."""
+        return self._scheduler.active if self._scheduler is not None else 0
 
-    def _logprobs(self, raw: torch.Tensor, token: int, params: SamplingParams) -> list[TokenLogprob]:
-        if not params.logprobs:
-            return []
-        chosen, top = token_logprobs(raw, token, params.top_logprobs)
-        piece = self.tokenizer.decode([token])
-        return [TokenLogprob(piece, chosen, [(self.tokenizer.decode([i]), lp) for i, lp in top])]
+    @property
+    def scheduler(self) -> BatchScheduler | None:
+        return self._scheduler
+
+
+def _batch_limit(model: Any, settings: WorkerSettings) -> int:
+    """The batch merges plain full-attention caches; other cache kinds (sliding windows, recurrent
+    state) run one sequence at a time rather than risk a silently wrong merge."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = DynamicCache(config=model.config).layers
+    if all(type(layer) is DynamicLayer for layer in layers):
+        return settings.max_batch_size
+    log.warning("this model's KV cache cannot be batched here; serving one sequence at a time")
+    return 1
 
 
 def _context_length(config: Any, tokenizer: Any) -> int:
