@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,3 +18,33 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     # Largest request body accepted, in bytes; larger ones get 413 before they are parsed.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+
+
+# Values that ship in .env.example or are well-known defaults: a deployment must replace them.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "minioadmin", "placeholder")
+
+
+class PlaceholderSecretError(ValueError):
+    """A secret still has its example value outside a dev environment."""
+
+
+def deployment_env() -> str:
+    """``MODEL_SERVICE_ENV``: ``dev`` allows placeholder secrets; anything else (default) refuses them."""
+    return os.environ.get("MODEL_SERVICE_ENV", "production").strip().lower()
+
+
+def refuse_placeholder_secrets(secrets: dict[str, str | None]) -> None:
+    """Fail start-up when a named secret looks like an example value, unless ``MODEL_SERVICE_ENV=dev``.
+
+    Sites copy ``.env.example`` and forget a line; starting with a published password is worse than
+    not starting, so the error names the variable (never its value).
+    """
+    if deployment_env() == "dev":
+        return
+    bad = [name for name, value in secrets.items()
+           if value and any(marker in value.lower() for marker in PLACEHOLDER_MARKERS)]
+    if bad:
+        raise PlaceholderSecretError(
+            f"{', '.join(sorted(bad))} still hold(s) a placeholder value; set real secrets in .env "
+            "(or MODEL_SERVICE_ENV=dev for a throw-away setup)"
+        )

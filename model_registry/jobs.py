@@ -187,12 +187,14 @@ class JobRunner:
         return hook
 
     def _fail(self, record: JobRecord, message: str) -> None:
-        record.state = "failed"
-        record.error = message
-        self._persist(record)
+        """Delete the partial revision first, then say "failed": a client that sees the state must
+        never find half-written files still there."""
         if record.kind != "bundle" and record.resolved_revision:
             with contextlib.suppress(Exception):
                 self.catalog.discard_partial(record.model_id, record.resolved_revision)
+        record.state = "failed"
+        record.error = message
+        self._persist(record)
 
     def _persist(self, record: JobRecord) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from common.settings import refuse_placeholder_secrets
 from model_registry.settings import ModelRegistrySettings
 
 CHUNK = 1024 * 1024
@@ -146,6 +147,9 @@ def open_storage(settings: ModelRegistrySettings) -> Storage:
     """The backend the settings name; nothing is contacted until ``check()``."""
     if settings.storage_backend == "s3":
         from model_registry.storage_s3 import S3Storage
+
+        secret = settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None
+        refuse_placeholder_secrets({"MINIO_SVC_PASSWORD": secret})
 
         return S3Storage.from_settings(settings)
     from model_registry.storage_local import LocalStorage
