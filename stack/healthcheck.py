@@ -1,18 +1,27 @@
 """Container health check without curl: ``python -m stack.healthcheck [URL]``.
 
-Exits 0 when the URL (default ``$HEALTHCHECK_URL``) answers 200 within the timeout, 1 otherwise.
-Standard library only, so it starts fast inside the image every few seconds.
+Exits 0 when the URL (default ``$HEALTHCHECK_URL``) answers 200 within the timeout, 1 otherwise;
+a ``tcp://host:port`` URL only needs the port to accept a connection (for servers with no health
+route, such as an S3 endpoint). Standard library only, so it starts fast every few seconds.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
 
 
 def check(url: str, timeout: float = 4.0) -> bool:
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout).close()
+            return True
+        except (OSError, ValueError):
+            return False
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status == 200
