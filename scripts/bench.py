@@ -1,0 +1,200 @@
+"""Throughput benchmark: a concurrency sweep for chat and embeddings, beside same-run baselines.
+
+    python scripts/bench.py                       # start workers + gateway on free loopback ports
+    python scripts/bench.py --base-url http://127.0.0.1:8080 --chat-model smollm2 --embedding-model minilm
+    model-service bench ...                       # the same, through the CLI
+
+Chat (streamed, temperature 0): TTFT p50/p95/p99, inter-token latency, output tokens/s, requests/s,
+errors; baselines: static batched ``model.generate()`` at the same batch size (ceiling) and the same
+worker run one request at a time (``WORKER_MAX_BATCH_SIZE=1``). Embeddings (one sentence per
+request): items/s and latency p50/p95/p99, direct and through the gateway; baseline: raw
+sentence-transformers ``encode`` at batch 32. Gateway overhead: the fake engine direct vs through
+the gateway. Writes JSON, a markdown table and a PNG plot. Figures, not pass/fail: never a CI gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_load next to this file, however run
+import bench_load as bl
+from bench_report import markdown, plot
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="bench")
+    p.add_argument("--base-url", help="measure a running gateway/worker instead of starting servers")
+    p.add_argument("--chat-model", default="smollm2")
+    p.add_argument("--embedding-model", default="minilm")
+    p.add_argument("--concurrency", default="1,4,16,32,64", help="comma-separated levels")
+    p.add_argument("--baseline-concurrency", default="1,4,32",
+                   help="levels for the one-at-a-time server (its rate is flat, so a few suffice)")
+    p.add_argument("--max-tokens", type=int, default=32, help="output tokens per chat request")
+    p.add_argument("--chat-per-client", type=int, default=1, help="chat requests per client per level")
+    p.add_argument("--embed-per-client", type=int, default=8, help="embedding requests per client per level")
+    p.add_argument("--fake-requests", type=int, default=300, help="requests for the gateway-overhead test")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: chat,embeddings,gateway,ceilings")
+    p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, bench.png")
+    return p.parse_args(argv)
+
+
+def sweep(label: str, one: Any, levels: list[int], per_client: int) -> list[dict[str, Any]]:
+    rows = []
+    with tqdm(total=sum(levels) * per_client, desc=label, unit="req") as bar:
+        for level in levels:
+            rows.append(asyncio.run(bl.sweep_level(one, level, per_client, bar)))
+    return rows
+
+
+def ceilings(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
+    """In-process ceilings, measured while no server is running (they would share the CPU)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stack.starters import STARTER_EMBEDDING, STARTER_LLM, prepare
+
+    out: dict[str, Any] = {"static_generate_tokens_per_s": {}, "raw_encode_items_per_s": {}}
+    if "chat" not in args.skip:
+        path = prepare(STARTER_LLM)
+        tok = AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        bl.static_generate(model, tok, 1, 4)  # warm-up
+        for level in tqdm(levels, desc="static generate()"):
+            rate = bl.static_generate(model, tok, level, args.max_tokens)
+            out["static_generate_tokens_per_s"][level] = round(rate, 2)
+        del model
+    if "embeddings" not in args.skip:
+        st = SentenceTransformer(str(prepare(STARTER_EMBEDDING)), device="cpu")
+        bl.raw_encode(st, 32, 32)
+        for batch in (1, 32):
+            out["raw_encode_items_per_s"][batch] = round(bl.raw_encode(st, 256 if batch > 1 else 64, batch), 2)
+    return out
+
+
+def start_servers(servers: bl.Servers, args: argparse.Namespace) -> dict[str, str]:
+    from stack.starters import STARTER_EMBEDDING, STARTER_LLM, prepare
+
+    common = {"WORKER_MAX_QUEUE": "1024", "WORKER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+    urls: dict[str, str] = {}
+    if "chat" not in args.skip:
+        llm = ["worker", "--model-type", "llm", "--model-name", args.chat_model, "--model-path",
+               str(prepare(STARTER_LLM))]
+        urls["llm"] = servers.start("llm", llm, {**common, "WORKER_MAX_BATCH_SIZE": str(args.max_batch_size)},
+                                    free_port())
+        urls["llm_one"] = servers.start("llm-one", [*llm[:4], f"{args.chat_model}-one", *llm[5:]],
+                                        {**common, "WORKER_MAX_BATCH_SIZE": "1"}, free_port())
+    if "embeddings" not in args.skip:
+        urls["embedding"] = servers.start("embedding", ["worker", "--model-type", "embedding", "--model-name",
+                                                        args.embedding_model, "--model-path",
+                                                        str(prepare(STARTER_EMBEDDING))], common, free_port())
+    if "gateway" not in args.skip:
+        urls["fake"] = servers.start("fake", ["worker", "--engine", "fake", "--model-type", "llm",
+                                              "--model-name", "fake-model"], common, free_port())
+    workers = ",".join(u for k, u in urls.items() if k != "llm_one")
+    urls["gateway"] = servers.start("gateway", ["gateway", "--workers", workers], {}, free_port())
+    servers.wait_ready(list(urls.values()))
+    _wait_models(urls["gateway"], {args.chat_model, args.embedding_model, "fake-model"} & _served(urls, args))
+    return urls
+
+
+def _served(urls: dict[str, str], args: argparse.Namespace) -> set[str]:
+    return {m for k, m in (("llm", args.chat_model), ("embedding", args.embedding_model), ("fake", "fake-model"))
+            if k in urls}
+
+
+def _wait_models(gateway: str, models: set[str], timeout_s: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listed = {m["id"] for m in httpx.get(f"{gateway}/v1/models", timeout=5).json().get("data", [])}
+        if models <= listed:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the gateway never listed {sorted(models)}")
+
+
+def measure(args: argparse.Namespace, urls: dict[str, str], levels: list[int]) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    gw = urls.get("gateway") or args.base_url
+    base_levels = [c for c in (int(x) for x in args.baseline_concurrency.split(",")) if c]
+    if "chat" not in args.skip:
+        chat = partial(bl.chat_once, model=args.chat_model, max_tokens=args.max_tokens)
+        bl_chat = partial(bl.chat_once, model=f"{args.chat_model}-one", max_tokens=args.max_tokens)
+        asyncio.run(bl.sweep_level(lambda c: chat(c, gw), 1, 1, tqdm(disable=True)))  # warm-up
+        res["chat_gateway"] = sweep("chat via gateway", lambda c: chat(c, gw), levels, args.chat_per_client)
+        if "llm_one" in urls:
+            res["chat_one_at_a_time"] = sweep("chat one-at-a-time", lambda c: bl_chat(c, urls["llm_one"]),
+                                              base_levels, args.chat_per_client)
+    if "embeddings" not in args.skip:
+        emb = partial(bl.embed_once, model=args.embedding_model)
+        res["embeddings_gateway"] = sweep("embeddings via gateway", lambda c: emb(c, gw), levels,
+                                          args.embed_per_client)
+        if "embedding" in urls:
+            res["embeddings_direct"] = sweep("embeddings direct", lambda c: emb(c, urls["embedding"]), levels,
+                                             args.embed_per_client)
+    if "gateway" not in args.skip and "fake" in urls:
+        fake = partial(bl.fake_chat_once, model="fake-model")
+        res["fake_direct"] = sweep("fake direct", lambda c: fake(c, urls["fake"]), [1, 16],
+                                   args.fake_requests // 16)
+        res["fake_gateway"] = sweep("fake via gateway", lambda c: fake(c, gw), [1, 16], args.fake_requests // 16)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    levels = [int(x) for x in args.concurrency.split(",") if x]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args),
+                               "machine": _machine()}
+    if "ceilings" not in args.skip and not args.base_url:
+        results["ceilings"] = ceilings(args, levels)
+    servers = bl.Servers(Path(tempfile.mkdtemp(prefix="bench-logs-")))
+    try:
+        urls = {} if args.base_url else start_servers(servers, args)
+        results.update(measure(args, urls, levels))
+    finally:
+        servers.stop()
+    results["duration_s"] = round(time.time() - started, 1)
+
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (out / "results.md").write_text(table)
+    plot(results, out / "bench.png")
+    print(table)
+    print(f"results in {out}/ (results.json, results.md, bench.png)")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "load_avg_at_start": os.getloadavg()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

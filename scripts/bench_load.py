@@ -1,0 +1,208 @@
+"""Load generators and baselines for ``scripts/bench.py``: streaming chat and embedding clients over
+httpx, the in-process ceilings (static ``generate()``, raw ``encode``), and loopback server processes.
+
+Every client records wall-clock stamps only; figures are computed afterwards from the samples, so a
+slow client loop never changes what the server is credited with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+CHAT_WORDS = ("Tell me a long and detailed story about a lighthouse keeper who finds a message in a bottle "
+              "on a stormy night, describing the sea, the weather, the old lamp, the letters, the village "
+              "and the people who live there, and what happens next.")
+SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank at dawn."
+
+
+@dataclass
+class Sample:
+    start: float
+    end: float
+    ttft: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    tokens: int = 0
+    items: int = 0
+    error: str | None = None
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    """Aggregate figures for one concurrency level (times in ms, rates per second of wall time)."""
+    ok = [s for s in samples if s.error is None]
+    wall = (max(s.end for s in samples) - min(s.start for s in samples)) if samples else 0.0
+    lat = [(s.end - s.start) * 1000 for s in ok]
+    ttft = [s.ttft * 1000 for s in ok if s.ttft is not None]
+    gaps = [g * 1000 for s in ok for g in s.gaps]
+    return {
+        "requests": len(samples), "errors": len(samples) - len(ok), "wall_s": round(wall, 3),
+        "requests_per_s": round(len(ok) / wall, 3) if wall else None,
+        "output_tokens_per_s": round(sum(s.tokens for s in ok) / wall, 2) if wall else None,
+        "items_per_s": round(sum(s.items for s in ok) / wall, 2) if wall else None,
+        **{f"latency_p{q}_ms": _r(pct(lat, q)) for q in (50, 95, 99)},
+        **{f"ttft_p{q}_ms": _r(pct(ttft, q)) for q in (50, 95, 99)},
+        "itl_p50_ms": _r(pct(gaps, 50)), "itl_p95_ms": _r(pct(gaps, 95)),
+        "error_kinds": sorted({s.error for s in samples if s.error}),
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+async def chat_once(client: httpx.AsyncClient, base: str, model: str, max_tokens: int) -> Sample:
+    """One streamed chat completion: TTFT, the gaps between content chunks, and usage tokens."""
+    body = {"model": model, "messages": [{"role": "user", "content": CHAT_WORDS}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    sample = Sample(start=time.perf_counter(), end=0.0)
+    last: float | None = None
+    try:
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                sample.error = f"http {resp.status_code}"
+            else:
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = json.loads(line[6:])
+                    if event.get("usage"):
+                        sample.tokens = event["usage"]["completion_tokens"]
+                    choices = event.get("choices") or []
+                    if choices and choices[0].get("delta", {}).get("content"):
+                        now = time.perf_counter()
+                        if last is None:
+                            sample.ttft = now - sample.start
+                        else:
+                            sample.gaps.append(now - last)
+                        last = now
+                    if "error" in event:
+                        sample.error = "stream error"
+    except httpx.HTTPError as exc:
+        sample.error = type(exc).__name__
+    sample.end = time.perf_counter()
+    return sample
+
+
+async def embed_once(client: httpx.AsyncClient, base: str, model: str) -> Sample:
+    sample = Sample(start=time.perf_counter(), end=0.0)
+    try:
+        resp = await client.post(f"{base}/v1/embeddings", json={"model": model, "input": SENTENCE})
+        if resp.status_code == 200:
+            sample.items = len(resp.json()["data"])
+        else:
+            sample.error = f"http {resp.status_code}"
+    except httpx.HTTPError as exc:
+        sample.error = type(exc).__name__
+    sample.end = time.perf_counter()
+    return sample
+
+
+async def fake_chat_once(client: httpx.AsyncClient, base: str, model: str) -> Sample:
+    """A small non-streamed chat request against the fake engine: the gateway's own cost shows."""
+    body = {"model": model, "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 4}
+    sample = Sample(start=time.perf_counter(), end=0.0)
+    try:
+        resp = await client.post(f"{base}/v1/chat/completions", json=body)
+        sample.error = None if resp.status_code == 200 else f"http {resp.status_code}"
+        sample.items = 1
+    except httpx.HTTPError as exc:
+        sample.error = type(exc).__name__
+    sample.end = time.perf_counter()
+    return sample
+
+
+async def sweep_level(one: Any, concurrency: int, per_client: int, bar: Any) -> dict[str, Any]:
+    """``concurrency`` clients, each sending ``per_client`` requests back to back."""
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    timeout = httpx.Timeout(connect=10, read=600, write=30, pool=600)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        async def user() -> list[Sample]:
+            out = []
+            for _ in range(per_client):
+                out.append(await one(client))
+                bar.update(1)
+            return out
+
+        groups = await asyncio.gather(*(user() for _ in range(concurrency)))
+    return {"concurrency": concurrency, **summarize([s for g in groups for s in g])}
+
+
+# --- in-process ceilings -----------------------------------------------------------------------
+def static_generate(model: Any, tokenizer: Any, batch: int, max_tokens: int) -> float:
+    """Output tokens/s of ONE ``model.generate()`` call over ``batch`` copies of the chat prompt."""
+    import torch
+
+    text = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_WORDS}], tokenize=False,
+                                         add_generation_prompt=True)
+    enc = tokenizer([text] * batch, return_tensors="pt", add_special_tokens=False)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    new = (out.shape[1] - enc["input_ids"].shape[1]) * batch
+    return new / (time.perf_counter() - start)
+
+
+def raw_encode(model: Any, count: int, batch: int) -> float:
+    """Sentences/s of sentence-transformers ``encode`` on ``count`` one-sentence inputs."""
+    start = time.perf_counter()
+    model.encode([SENTENCE] * count, batch_size=batch, show_progress_bar=False)
+    return count / (time.perf_counter() - start)
+
+
+# --- loopback server processes --------------------------------------------------------------------
+class Servers:
+    """Worker and gateway processes started by the harness, each in its own process group."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str], port: int) -> str:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "stack", *args, "--host", "127.0.0.1", "--port", str(port),
+                                 "--log-level", "warning"], env={**os.environ, **env}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return f"http://127.0.0.1:{port}"
+
+    def wait_ready(self, urls: list[str], timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                    raise RuntimeError(f"{url} did not become ready; see logs in {self.log_dir}")
+                time.sleep(0.25)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
