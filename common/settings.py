@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ServiceSettings(BaseSettings):
     """Common knobs. Subclasses set their own ``env_prefix`` (``GATEWAY_``, ``WORKER_``, ...)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # Empty values count as unset: compose files pass optional variables as `${VAR:-}`.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      env_ignore_empty=True)
 
     host: str = "127.0.0.1"
     port: int = 8000

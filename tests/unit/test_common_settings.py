@@ -30,3 +30,14 @@ def test_s3_store_with_example_password_does_not_open(monkeypatch):
                                      s3_secret_key="change-me-service-password")
     with pytest.raises(PlaceholderSecretError):
         open_storage(settings)
+
+
+def test_empty_env_counts_as_unset(monkeypatch):
+    """Compose passes optional variables as ``${VAR:-}``: an empty value must mean "not set"."""
+    from service_registry.settings import RegistrySettings
+
+    monkeypatch.setenv("REGISTRY_STATIC_FILE", "")
+    monkeypatch.setenv("REGISTRY_POLL_INTERVAL_S", "")
+    settings = RegistrySettings()
+    assert settings.static_file is None
+    assert settings.all_static_upstreams() == []
