@@ -24,6 +24,7 @@ run: $(STAMP)
 	$(BIN)/model-service up
 
 test: $(STAMP)
+	bash scripts/ci-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --ignore=tests/compose
 

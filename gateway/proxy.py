@@ -40,7 +40,17 @@ from common.errors import (
 )
 from gateway.deps import GatewayState
 from gateway.metrics import NO_MODEL
-from gateway.routing import Endpoint, backoff_s, choose_replica, fallback_chain, may_retry, resolve_model
+from gateway.multipart import FormPayload, parse_form
+from gateway.routing import (
+    VISION_CHAT,
+    Endpoint,
+    backoff_s,
+    check_accepts_images,
+    choose_replica,
+    fallback_chain,
+    may_retry,
+    resolve_model,
+)
 from gateway.upstreams import Replica
 
 log = logging.getLogger(__name__)
@@ -65,10 +75,23 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return payload
 
 
+def has_image_parts(payload: dict[str, Any]) -> bool:
+    """Whether any chat message has an ``image_url`` part: a shallow look, nothing validated (the
+    worker validates the request; the gateway only needs to know where images may go)."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return False
+    return any(isinstance(m, dict) and isinstance(content := m.get("content"), list)
+               and any(isinstance(p, dict) and p.get("type") == "image_url" for p in content)
+               for m in messages)
+
+
 def body_for_model(raw: bytes, payload: dict[str, Any], model: str) -> bytes:
     """The bytes to forward: the original ones, or with the resolved default model filled in."""
     if payload.get("model") == model:
         return raw
+    if isinstance(payload, FormPayload):
+        return payload.body_with_model(raw, model)
     return json.dumps({**payload, "model": model}, separators=(",", ":")).encode()
 
 
@@ -112,8 +135,13 @@ async def forward(state: GatewayState, request: Request, endpoint: Endpoint, def
             raw = await request.body()
         except ClientDisconnect:
             raise ClientClosedRequest("The client closed the connection while sending the body.") from None
-        payload = parse_body(raw)
+        payload = parse_form(raw, request.headers.get("content-type", "")) if endpoint.form else parse_body(raw)
+        images = endpoint.capability == "chat" and has_image_parts(payload)
+        if images:  # no model: the multimodal default; a text-only model: 400 rather than a worker's
+            endpoint, default = VISION_CHAT, state.settings.default_multimodal_model
         model = resolve_model(state.upstreams.snapshot, payload.get("model"), endpoint, default)
+        if images:
+            check_accepts_images(state.upstreams.snapshot, model)
         if model in state.upstreams.snapshot.known_models():
             label = model
         headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}

@@ -35,11 +35,17 @@ class Endpoint:
     path: str
     capability: str
     default_type: str
+    # multipart/form-data bodies (audio uploads): ``model`` is read from the form, not from JSON.
+    form: bool = False
 
 
 CHAT = Endpoint("/v1/chat/completions", "chat", "llm")
 COMPLETIONS = Endpoint("/v1/completions", "completions", "llm")
 EMBEDDINGS = Endpoint("/v1/embeddings", "embeddings", "embedding")
+TRANSCRIPTIONS = Endpoint("/v1/audio/transcriptions", "transcription", "transcription", form=True)
+TRANSLATIONS = Endpoint("/v1/audio/translations", "transcription", "transcription", form=True)
+# A chat request carrying image parts: same path, but it needs a model with the "vision" capability.
+VISION_CHAT = Endpoint("/v1/chat/completions", "vision", "multimodal")
 
 
 def resolve_model(snapshot: Snapshot, requested: object, endpoint: Endpoint, default: str | None) -> str:
@@ -64,6 +70,19 @@ def resolve_model(snapshot: Snapshot, requested: object, endpoint: Endpoint, def
         f"No 'model' was given and no healthy {endpoint.default_type} model is available for "
         f"{endpoint.path}; name a model or try again later."
     )
+
+
+def check_accepts_images(snapshot: Snapshot, model: str) -> None:
+    """400 when a request with images names a model known to be text-only (unknown: the worker decides)."""
+    model_type = snapshot.known_models().get(model)
+    if model_type is not None and not _can_serve(model_type, VISION_CHAT):
+        vision = sorted({r.model for r in snapshot.healthy() if r.model and _can_serve(r.type, VISION_CHAT)
+                         and r.type is not None})
+        hint = f" Models that accept images: {', '.join(vision)}." if vision else ""
+        raise InvalidRequestError(
+            f"The model '{model}' is a {model_type} model and does not accept images; send text only or "
+            f"use a multimodal model.{hint}", param="messages", code="model_not_multimodal",
+        )
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ class GatewaySettings(ServiceSettings):
     # type, in the order the workers are configured.
     default_chat_model: str | None = None
     default_embedding_model: str | None = None
+    # For /v1/audio/* without a model; unset = the first healthy transcription model.
+    default_transcription_model: str | None = None
+    # For a chat request that carries images and no model; unset = the first healthy multimodal model.
+    default_multimodal_model: str | None = None
     # Health probing of the workers.
     probe_interval_s: float = Field(default=2.0, gt=0)
     probe_timeout_s: float = Field(default=2.0, gt=0)

@@ -10,7 +10,9 @@ from common.errors import InvalidRequestError, ModelNotFoundError
 from model_service.engines.base import Engine
 from model_service.worker import Worker
 
-_ENDPOINT_NAMES = {"llm": "chat and text completions", "embedding": "embeddings"}
+_ENDPOINT_NAMES = {"llm": "chat and text completions", "embedding": "embeddings",
+                  "multimodal": "chat completions with images",
+                  "transcription": "audio transcriptions and translations"}
 
 
 def get_worker(request: Request) -> Worker:
@@ -27,14 +29,16 @@ def get_engine(worker: WorkerDep) -> Engine:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
-def check_request(worker: Worker, model: str | None, needs: str, endpoint: str) -> None:
-    """404 for another model's name (an absent name means this one); 400 for the wrong endpoint."""
+def check_request(worker: Worker, model: str | None, needs: str | tuple[str, ...], endpoint: str) -> None:
+    """404 for another model's name (an absent name means this one); 400 for the wrong endpoint.
+
+    ``needs``: the model type(s) that serve the endpoint."""
     name = worker.settings.model_name
     if model is not None and model != name:
         raise ModelNotFoundError(f"The model '{model}' does not exist on this worker; it serves '{name}'.",
                                  param="model")
     kind = worker.settings.model_type
-    if kind != needs:
+    if kind not in ((needs,) if isinstance(needs, str) else needs):
         raise InvalidRequestError(
             f"The model '{name}' is an {kind} model and does not support {endpoint}; "
             f"it serves {_ENDPOINT_NAMES.get(kind, kind)}.",

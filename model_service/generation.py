@@ -75,12 +75,16 @@ def sampling_params(
 
 
 async def run_choice(engine: Engine, prompt_ids: list[int], params: SamplingParams, stops: list[str],
-                     index: int) -> AsyncIterator[ChoiceEvent]:
-    """One sequence with stop strings applied; leaving early closes (and so cancels) the engine."""
+                     index: int, media: Any = None) -> AsyncIterator[ChoiceEvent]:
+    """One sequence with stop strings applied; leaving early closes (and so cancels) the engine.
+
+    ``media`` (a vision prompt's pixel values) is passed only when there is some, so text engines
+    keep their two-argument ``generate``."""
     matcher = StopMatcher(stops)
     tokens = 0
     pending: list[TokenLogprob] = []
-    async with aclosing(engine.generate(prompt_ids, params)) as deltas:
+    deltas_of = engine.generate(prompt_ids, params) if media is None else engine.generate(prompt_ids, params, media)
+    async with aclosing(deltas_of) as deltas:
         async for delta in deltas:
             tokens += len(delta.token_ids)
             pending.extend(delta.logprobs)

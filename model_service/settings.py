@@ -16,7 +16,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
 
-WorkerModelType = Literal["llm", "embedding"]
+WorkerModelType = Literal["llm", "embedding", "multimodal", "transcription"]
 
 
 def default_cache_dir() -> Path:
@@ -91,6 +91,22 @@ class WorkerSettings(ServiceSettings):
             return [int(part) for part in text.split(",") if part.strip()]
         return value
 
+    # multimodal: image parts per request, and limits on each image (encoded bytes, decoded pixels).
+    # Sites are offline, so http(s) image URLs are refused unless allowed; data: URLs always work.
+    max_images: int = Field(default=8, ge=1)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=16_000_000, ge=1)
+    allow_remote_images: bool = False
+    image_fetch_timeout_s: float = Field(default=10.0, gt=0)
+
+    # transcription: upload bytes and decoded audio length per request (beyond: 413 / 400), and the
+    # Whisper decoding knobs (compute_type "auto": int8 on CPU, float16 on CUDA; faster-whisper only).
+    max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    max_audio_seconds: float = Field(default=1800.0, gt=0)
+    whisper_compute_type: str = "auto"
+    whisper_beam_size: int = Field(default=5, ge=1)
+    whisper_cpu_threads: int = Field(default=0, ge=0)  # 0 = the library's default
+
     # Fake engine knobs, for HTTP-layer tests without a model.
     fake_token_delay_s: float = Field(default=0.0, ge=0.0)
     fake_load_delay_s: float = Field(default=0.0, ge=0.0)
@@ -102,4 +118,6 @@ class WorkerSettings(ServiceSettings):
         """Admission slots: ``max_concurrency`` when set, else as many as one batch holds."""
         if self.max_concurrency is not None:
             return self.max_concurrency
+        if self.model_type == "transcription":
+            return 1  # one transcription already uses every core (or the GPU); the rest queue
         return self.embedding_max_batch_size if self.model_type == "embedding" else self.max_batch_size

@@ -11,6 +11,8 @@ import contextlib
 import logging
 from typing import Literal
 
+import httpx
+
 from common.errors import ServiceUnavailableError
 from common.records import WorkerHealth
 from model_service.admission import Admission
@@ -35,8 +37,14 @@ class Worker:
         self.status: Literal["loading", "ok", "error"] = "loading"
         self.error: str | None = None
         self._load_task: asyncio.Task[None] | None = None
+        # Fetches remote images for a multimodal worker, only where the site allows them.
+        self.http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
+        if self.settings.model_type == "multimodal" and self.settings.allow_remote_images:
+            timeout = self.settings.image_fetch_timeout_s
+            self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                                          follow_redirects=True)
         if self._given is not None:
             self.engine, self.status = self._given, "ok"
             self.metrics.set_loaded(True)
@@ -48,6 +56,9 @@ class Worker:
             self._load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._load_task
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
         engine, self.engine = self.engine, None
         self.metrics.set_loaded(False)
         if engine is not None and engine is not self._given:

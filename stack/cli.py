@@ -55,6 +55,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
             "GATEWAY_REGISTRY_URL": args.registry_url,
             "GATEWAY_DEFAULT_CHAT_MODEL": args.default_chat_model,
             "GATEWAY_DEFAULT_EMBEDDING_MODEL": args.default_embedding_model,
+            "GATEWAY_DEFAULT_TRANSCRIPTION_MODEL": args.default_transcription_model,
+            "GATEWAY_DEFAULT_MULTIMODAL_MODEL": args.default_multimodal_model,
             "GATEWAY_HOST": args.host,
             "GATEWAY_PORT": str(args.port),
         },
@@ -85,6 +87,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         model_registry_port=None if args.no_model_registry else args.model_registry_port,
         llm_port=None if args.no_llm else args.llm_port,
         embedding_port=None if args.no_embedding else args.embedding_port,
+        transcription_port=None if args.no_transcription else args.transcription_port,
         engine=args.engine,
         ready_timeout=args.ready_timeout,
         log_level=args.log_level,
@@ -125,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--embedding-port", type=int, default=8002)
     up.add_argument("--no-llm", action="store_true", help="do not start the chat worker")
     up.add_argument("--no-embedding", action="store_true", help="do not start the embedding worker")
+    up.add_argument("--transcription-port", type=int, default=8004)
+    up.add_argument("--no-transcription", action="store_true", help="do not start the speech-to-text worker")
     up.add_argument("--engine", choices=["auto", "fake"], default="auto",
                     help="'fake' serves the in-package fake engine (no model files needed)")
     up.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for readiness")
@@ -135,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(worker, 8000)
     worker.add_argument("--model-name", default=os.environ.get("MODEL_NAME"))
     worker.add_argument("--model-type", default=os.environ.get("MODEL_TYPE"),
-                        choices=["llm", "embedding"])
+                        choices=["llm", "embedding", "multimodal", "transcription"])
     worker.add_argument("--model-path", default=os.environ.get("MODEL_PATH"))
     worker.add_argument("--model-source", default=None, choices=["path", "store"],
                         help="'store': fetch MODEL_NAME from the model store (MODEL_REGISTRY_*/MINIO_*), "
@@ -157,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="service registry to follow, e.g. http://127.0.0.1:8070 (with or instead of --workers)")
     gateway.add_argument("--default-chat-model", default=None)
     gateway.add_argument("--default-embedding-model", default=None)
+    gateway.add_argument("--default-transcription-model", default=None)
+    gateway.add_argument("--default-multimodal-model", default=None)
     gateway.set_defaults(func=_cmd_gateway)
 
     service_registry = sub.add_parser("service-registry", help="run the service registry (REGISTRY_* settings)")

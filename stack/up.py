@@ -21,7 +21,14 @@ from pathlib import Path
 
 import httpx
 
-from stack.starters import STARTER_EMBEDDING, STARTER_LLM, StarterModel, StarterModelError, import_starters
+from stack.starters import (
+    STARTER_EMBEDDING,
+    STARTER_LLM,
+    STARTER_TRANSCRIPTION,
+    StarterModel,
+    StarterModelError,
+    import_starters,
+)
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_S = 10.0
@@ -35,6 +42,7 @@ class StackOptions:
     model_registry_port: int | None = 8090
     llm_port: int | None = 8000
     embedding_port: int | None = 8002
+    transcription_port: int | None = 8004
     engine: str = "auto"
     ready_timeout: float = 600.0
     log_level: str = "warning"
@@ -96,11 +104,15 @@ class LocalStack:
             children.append(self._worker(STARTER_LLM, o.llm_port))
         if o.embedding_port is not None:
             children.append(self._worker(STARTER_EMBEDDING, o.embedding_port))
+        if o.transcription_port is not None:
+            children.append(self._worker(STARTER_TRANSCRIPTION, o.transcription_port))
         gateway_args = ["--registry-url", self.registry_url]
         if o.llm_port is not None:
             gateway_args += ["--default-chat-model", STARTER_LLM.model_id]
         if o.embedding_port is not None:
             gateway_args += ["--default-embedding-model", STARTER_EMBEDDING.model_id]
+        if o.transcription_port is not None:
+            gateway_args += ["--default-transcription-model", STARTER_TRANSCRIPTION.model_id]
         children.append(self._service("gateway", "gateway", o.gateway_port, *gateway_args))
         return children
 

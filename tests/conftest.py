@@ -32,3 +32,25 @@ def minilm_path() -> Path:
     from stack.starters import STARTER_EMBEDDING, prepare
 
     return prepare(STARTER_EMBEDDING)
+
+
+@pytest.fixture(scope="session")
+def whisper_path() -> Path:
+    """The real whisper-base CTranslate2 folder, joined once from its two PyPI part packages."""
+    from stack.starters import STARTER_TRANSCRIPTION, prepare
+
+    return prepare(STARTER_TRANSCRIPTION)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real speech: espeak-ng saying the pangram (scripts/ci-deps.sh installs espeak-ng)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (run scripts/ci-deps.sh)")
+    out = tmp_path_factory.mktemp("speech") / "fox.wav"
+    subprocess.run(["espeak-ng", "-w", str(out), "The quick brown fox jumps over the lazy dog"], check=True,
+                   timeout=60)
+    return out

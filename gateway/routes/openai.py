@@ -13,7 +13,7 @@ from common.records import CAPABILITIES
 from gateway.circuit import Circuit
 from gateway.deps import StateDep
 from gateway.proxy import forward
-from gateway.routing import CHAT, COMPLETIONS, DEFAULT_RULES, EMBEDDINGS, Rules, is_usable
+from gateway.routing import CHAT, COMPLETIONS, DEFAULT_RULES, EMBEDDINGS, TRANSCRIPTIONS, TRANSLATIONS, Rules, is_usable
 from gateway.upstreams import Snapshot
 
 router = APIRouter(tags=["openai"])
@@ -32,6 +32,16 @@ async def completions(request: Request, state: StateDep) -> Response:
 @router.post("/v1/embeddings")
 async def embeddings(request: Request, state: StateDep) -> Response:
     return await forward(state, request, EMBEDDINGS, state.settings.default_embedding_model)
+
+
+@router.post("/v1/audio/transcriptions")
+async def audio_transcriptions(request: Request, state: StateDep) -> Response:
+    return await forward(state, request, TRANSCRIPTIONS, state.settings.default_transcription_model)
+
+
+@router.post("/v1/audio/translations")
+async def audio_translations(request: Request, state: StateDep) -> Response:
+    return await forward(state, request, TRANSLATIONS, state.settings.default_transcription_model)
 
 
 @router.get("/v1/models")

@@ -23,4 +23,12 @@ def build_engine(settings: WorkerSettings) -> Engine:
         from model_service.engines.embedding import SentenceTransformerEngine
 
         return SentenceTransformerEngine(settings)
+    if settings.model_type == "multimodal":
+        from model_service.engines.vision import TransformersVision
+
+        return TransformersVision(settings)
+    if settings.model_type == "transcription":
+        from model_service.engines.whisper import build_whisper_engine
+
+        return build_whisper_engine(settings)
     raise ValueError(f"no engine for model type {settings.model_type!r}")

@@ -72,6 +72,15 @@ class Embeddings:
     prompt_tokens: int
 
 
+@dataclass
+class ChatPrompt:
+    """A chat prompt ready to generate from: token ids plus any engine-specific model inputs that go
+    with them (``media``: e.g. a vision model's pixel values), handed back to ``generate``."""
+
+    ids: list[int]
+    media: Any = None
+
+
 class Engine(ABC):
     """Load once, then answer many requests. ``load``/``close`` block and run in a thread."""
 
@@ -92,6 +101,15 @@ class Engine(ABC):
         """Token ids of the chat template applied to ``messages`` with the generation prompt."""
         raise UnsupportedError("This model does not support chat completions.")
 
+    def chat_inputs(self, messages: list[dict[str, Any]], images: list[Any]) -> ChatPrompt:
+        """The prompt for ``messages`` whose content may be a list of ``{"type": "text"|"image"}``
+        parts, with ``images`` (decoded PIL images) in the order of the image parts. Text-only
+        engines take no images."""
+        if images:
+            raise UnsupportedError("This model does not accept images.", param="messages",
+                                   code="images_not_supported")
+        return ChatPrompt(self.chat_prompt(messages))
+
     def text_prompt(self, text: str) -> list[int]:
         """Token ids of a raw completion prompt (with the model's usual special tokens)."""
         raise UnsupportedError("This model does not support text completions.")
@@ -99,9 +117,16 @@ class Engine(ABC):
     def decode(self, token_ids: list[int]) -> str:
         raise UnsupportedError("This model does not decode tokens.")
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+    def generate(self, prompt_ids: list[int], params: SamplingParams, media: Any = None) -> AsyncIterator[Delta]:
+        """Deltas of one sequence; ``media`` is ``ChatPrompt.media`` (only vision engines get one)."""
         raise UnsupportedError("This model does not generate text.")
 
     # --- embeddings -----------------------------------------------------------------------
     async def embed(self, texts: list[str]) -> Embeddings:
         raise UnsupportedError("This model does not produce embeddings.")
+
+    # --- speech ---------------------------------------------------------------------------
+    def transcribe(self, audio: Any, params: Any) -> Any:
+        """Blocking (callers run it in a thread): 16 kHz mono float32 samples and
+        ``speech.TranscribeParams`` -> ``speech.Transcription``."""
+        raise UnsupportedError("This model does not transcribe audio.")

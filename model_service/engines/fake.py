@@ -18,7 +18,15 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from model_service.engines.base import Delta, Embeddings, Engine, EngineInfo, SamplingParams, TokenLogprob
+from model_service.engines.base import (
+    ChatPrompt,
+    Delta,
+    Embeddings,
+    Engine,
+    EngineInfo,
+    SamplingParams,
+    TokenLogprob,
+)
 from model_service.settings import WorkerSettings
 
 _PIECE = re.compile(r"\s*\S+|\s+$")
@@ -64,6 +72,21 @@ class FakeEngine(Engine):
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         text = "".join(f"<|{m['role']}|>\n{m.get('content') or ''}\n" for m in messages)
         return self.tokenize(text + "<|assistant|>\n")
+
+    def chat_inputs(self, messages: list[dict[str, Any]], images: list[Any]) -> ChatPrompt:
+        """A multimodal fake "sees" each image as ``[image WxH]`` in its message, so tests can tell
+        the images arrived, decoded and in order; other model types refuse images like real ones."""
+        if self.settings.model_type != "multimodal":
+            return super().chat_inputs(messages, images)
+        sizes = iter(images)
+
+        def flat(content: Any) -> str:
+            if not isinstance(content, list):
+                return content or ""
+            return " ".join(p["text"] if p["type"] == "text" else "[image {}x{}]".format(*next(sizes).size)
+                            for p in content)
+
+        return ChatPrompt(self.chat_prompt([{**m, "content": flat(m.get("content"))} for m in messages]))
 
     def text_prompt(self, text: str) -> list[int]:
         return self.tokenize(text)
@@ -123,3 +146,10 @@ class FakeEngine(Engine):
         vec = [rng.gauss(0.0, 1.0) for _ in range(self.settings.fake_embedding_dims)]
         norm = math.sqrt(sum(v * v for v in vec)) or 1.0
         return [v / norm for v in vec]
+
+    # --- speech -------------------------------------------------------------------------------
+    def transcribe(self, audio: Any, params: Any) -> Any:
+        from model_service.engines.speech import fake_transcription
+
+        time.sleep(self.settings.fake_token_delay_s)  # blocking on purpose: callers run it in a thread
+        return fake_transcription(len(audio), params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from typing import Any
@@ -9,29 +10,57 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from common.errors import InvalidRequestError
-from common.protocol import ChatCompletion, ChatCompletionRequest, Usage, new_id, now
+from common.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage, TextPart, Usage, new_id, now
 from model_service.chunks import ChatChunks, chat_completion
 from model_service.deps import EngineDep, WorkerDep, check_request
-from model_service.engines.base import Engine
+from model_service.engines.base import ChatPrompt, Engine
 from model_service.generation import ChoiceEvent, collect, merge, run_choice, sampling_params
+from model_service.images import ImageLimits, load_images
 from model_service.streaming import EventStreamResponse, cancel_on_disconnect, sse_events
 from model_service.worker import Worker
 
 router = APIRouter()
 
 
-def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
-    """Plain role/content dicts for the chat template (``developer`` is the newer name of ``system``)."""
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+def _messages(req: ChatCompletionRequest, parts: bool = False) -> list[dict[str, Any]]:
+    """Plain role/content dicts for the chat template (``developer`` is the newer name of ``system``).
+
+    ``parts``: keep list contents as ``{"type": "text"|"image"}`` parts, the shape processors'
+    chat templates expect (images themselves travel separately, in order)."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": _content(m, parts)}
+            for m in req.messages]
+
+
+def _content(message: ChatMessage, parts: bool) -> Any:
+    if not parts:
+        return message.text()
+    if not isinstance(message.content, list):  # processors' templates expect parts everywhere
+        return [{"type": "text", "text": message.content}] if message.content else []
+    return [{"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "image"}
+            for p in message.content]
+
+
+async def _prompt(engine: Engine, worker: Worker, req: ChatCompletionRequest) -> ChatPrompt:
+    """Text models get the chat template; multimodal ones also the request's decoded, checked images."""
+    if worker.settings.model_type != "multimodal":
+        if req.has_images():
+            raise InvalidRequestError(
+                f"The model '{worker.settings.model_name}' does not accept images; send text content only.",
+                param="messages", code="images_not_supported",
+            )
+        return ChatPrompt(engine.chat_prompt(_messages(req)))
+    images = await load_images(req.messages, ImageLimits.of(worker.settings), worker.http)
+    # Image preprocessing is CPU work: off the event loop.
+    return await asyncio.to_thread(engine.chat_inputs, _messages(req, parts=True), images)
 
 
 def _events(engine: Engine, worker: Worker, req: ChatCompletionRequest,
-            prompt_ids: list[int]) -> AsyncIterator[ChoiceEvent]:
+            prompt: ChatPrompt) -> AsyncIterator[ChoiceEvent]:
     streams = [
-        run_choice(engine, prompt_ids,
-                   sampling_params(req, prompt_len=len(prompt_ids), max_model_len=engine.info().max_model_len,
+        run_choice(engine, prompt.ids,
+                   sampling_params(req, prompt_len=len(prompt.ids), max_model_len=engine.info().max_model_len,
                                    default_max_tokens=worker.settings.default_max_tokens, choice=i),
-                   req.stop_list(), i)
+                   req.stop_list(), i, prompt.media)
         for i in range(req.n)
     ]
     return merge(streams)
@@ -40,14 +69,10 @@ def _events(engine: Engine, worker: Worker, req: ChatCompletionRequest,
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
 async def chat_completions(req: ChatCompletionRequest, request: Request, worker: WorkerDep,
                            engine: EngineDep) -> Any:
-    check_request(worker, req.model, "llm", "chat completions")
-    if req.has_images():
-        raise InvalidRequestError(
-            f"The model '{worker.settings.model_name}' does not accept images; send text content only.",
-            param="messages", code="images_not_supported",
-        )
-    prompt_ids = engine.chat_prompt(_messages(req))
-    events = _events(engine, worker, req, prompt_ids)  # validates the token budget before any wait
+    check_request(worker, req.model, ("llm", "multimodal"), "chat completions")
+    prompt = await _prompt(engine, worker, req)
+    prompt_ids = prompt.ids
+    events = _events(engine, worker, req, prompt)  # validates the token budget before any wait
     held = AsyncExitStack()
     await held.enter_async_context(worker.admission.slot())  # 429 at once when the queue is full
     worker.metrics.prompt_tokens.inc(len(prompt_ids))

@@ -20,7 +20,7 @@ router = APIRouter()
 
 @router.post("/v1/completions", response_model=Completion)
 async def completions(req: CompletionRequest, request: Request, worker: WorkerDep, engine: EngineDep) -> Any:
-    check_request(worker, req.model, "llm", "text completions")
+    check_request(worker, req.model, ("llm", "multimodal"), "text completions")
     prompts = req.prompts()
     prompt_ids = [engine.text_prompt(p) for p in prompts]
     max_len = engine.info().max_model_len

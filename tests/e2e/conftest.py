@@ -28,6 +28,7 @@ class RunningStack:
     embedding_url: str
     registry_url: str
     model_registry_url: str
+    transcription_url: str
     log_path: Path
 
     @property
@@ -55,17 +56,18 @@ class RunningStack:
 
 
 def start_stack(tmp: Path, *extra: str) -> RunningStack:
-    gw, llm, emb, reg, models = (free_port() for _ in range(5))
+    gw, llm, emb, reg, models, stt = (free_port() for _ in range(6))
     log_path = tmp / "stack.log"
     argv = [sys.executable, "-m", "stack", "up", "--gateway-port", str(gw), "--llm-port", str(llm),
             "--embedding-port", str(emb), "--registry-port", str(reg), "--model-registry-port", str(models),
+            "--transcription-port", str(stt),
             "--ready-timeout", str(READY_TIMEOUT_S), *extra]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     running = RunningStack(proc, f"http://127.0.0.1:{gw}", f"http://127.0.0.1:{llm}",
                            f"http://127.0.0.1:{emb}", f"http://127.0.0.1:{reg}", f"http://127.0.0.1:{models}",
-                           log_path)
+                           f"http://127.0.0.1:{stt}", log_path)
     wanted = {STARTER_LLM.model_id, STARTER_EMBEDDING.model_id}
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -31,11 +31,12 @@ def _gone(procs: list[psutil.Process], timeout: float = 15.0) -> list[psutil.Pro
 def test_stop_signal_stops_every_child(tmp_path, sig):
     stack = start_stack(tmp_path, "--engine", "fake")
     children = stack.descendants()
-    assert len(children) >= 5, stack.log()
+    assert len(children) >= 6, stack.log()
     assert httpx.get(f"{stack.base_url}/models", timeout=5).status_code == 200
     assert stack.stop(sig) == 0, stack.log()
     assert _gone(children) == []
-    for url in (stack.gateway_url, stack.llm_url, stack.embedding_url, stack.registry_url, stack.model_registry_url):
+    for url in (stack.gateway_url, stack.llm_url, stack.embedding_url, stack.registry_url, stack.model_registry_url,
+                stack.transcription_url):
         assert not _port_open(url)
 
 

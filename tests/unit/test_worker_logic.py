@@ -177,7 +177,7 @@ def test_settings_read_documented_and_prefixed_names(monkeypatch):
 
 def test_settings_reject_unknown_model_type(monkeypatch):
     monkeypatch.setenv("MODEL_TYPE", "tts")
-    with pytest.raises(ValueError, match="'llm' or 'embedding'"):
+    with pytest.raises(ValueError, match="Input should be 'llm', 'embedding'"):
         WorkerSettings(_env_file=None)
 
 
