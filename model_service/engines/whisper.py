@@ -2,8 +2,8 @@
 
 A CTranslate2 folder (``model.bin`` + ``config.json``, as Systran/faster-whisper-* and the starter
 package ship) runs on faster-whisper: int8 on a CPU is several times faster than torch. A Hugging Face
-Whisper repo (``*.safetensors`` + ``preprocessor_config.json``, e.g. openai/whisper-base) is recognised
-but not served yet (a clear load error; the transformers engine is still to come). ``transcribe``
+Whisper repo (``*.safetensors`` + ``preprocessor_config.json``, e.g. openai/whisper-base) runs on
+transformers as it is (``whisper_hf``), so a mirrored hub repo needs no conversion. ``transcribe``
 answers ``speech.Transcription``, blocks, and is called from a thread, one request at a time per
 engine (admission gives a transcription worker one slot by default).
 """
@@ -30,10 +30,12 @@ def folder_kind(folder: str | Path) -> str:
     root = Path(folder)
     if (root / "model.bin").is_file() and (root / "config.json").is_file():
         return "ctranslate2"
-    if any(root.glob("*.safetensors")) and (root / "preprocessor_config.json").is_file():
+    # Hub repos ship preprocessor_config.json; transformers 5 saves the processor as processor_config.json.
+    processor = any((root / name).is_file() for name in ("preprocessor_config.json", "processor_config.json"))
+    if any(root.glob("*.safetensors")) and processor:
         return "transformers"
     raise ValueError(f"{root} is neither a CTranslate2 Whisper folder (model.bin + config.json) nor a "
-                     "Hugging Face Whisper repo (*.safetensors + preprocessor_config.json)")
+                     "Hugging Face Whisper repo (*.safetensors + preprocessor_config.json or processor_config.json)")
 
 
 def build_whisper_engine(settings: WorkerSettings) -> Engine:
@@ -41,9 +43,9 @@ def build_whisper_engine(settings: WorkerSettings) -> Engine:
         raise ValueError("a transcription worker needs MODEL_PATH (a Whisper model folder)")
     if folder_kind(settings.model_path) == "ctranslate2":
         return FasterWhisperEngine(settings)
-    # Not built yet: say so at load (reported by /health) rather than half-serving the repo.
-    raise ValueError(f"{settings.model_path} is a Hugging Face Whisper repo; the transformers Whisper engine "
-                     "is not available yet: convert it with ct2-transformers-converter (CTranslate2 folder)")
+    from model_service.engines.whisper_hf import TransformersWhisperEngine  # imports torch: only when needed
+
+    return TransformersWhisperEngine(settings)
 
 
 def _ct2_device(setting: str) -> str:
