@@ -20,7 +20,7 @@ from model_registry.ids import validate_model_id
 from model_registry.ingest import Progress
 from model_registry.records import FileEntry
 from model_registry.settings import ModelRegistrySettings
-from model_registry.storage import Storage, open_storage
+from model_registry.storage import Storage, file_sha256, open_storage
 
 
 def fetch_model(store: Storage, model_id: str, revision_or_alias: str | None, cache_dir: str | Path,
@@ -36,7 +36,7 @@ def fetch_model(store: Storage, model_id: str, revision_or_alias: str | None, ca
     progress.set_totals(len(manifest.files), manifest.total_size)
     for entry in manifest.files:
         local = target / entry.path
-        if local.is_file() and local.stat().st_size == entry.size and _sha256(local) == entry.sha256:
+        if local.is_file() and local.stat().st_size == entry.size and file_sha256(local) == entry.sha256:
             progress.add_bytes(entry.size)
         else:
             _copy_verified(store, model_id, revision, entry, local, progress)
@@ -81,10 +81,3 @@ def _copy_verified(store: Storage, model_id: str, revision: str, entry: FileEntr
             os.unlink(tmp)
         raise
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

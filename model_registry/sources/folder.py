@@ -17,6 +17,7 @@ from model_registry.catalog import Catalog, file_key
 from model_registry.ids import validate_model_id
 from model_registry.ingest import Progress, RevisionWriter
 from model_registry.records import Manifest
+from model_registry.storage import file_sha256
 
 SKIPPED_DIRS = frozenset({".git", ".cache", "__pycache__"})
 
@@ -74,16 +75,9 @@ def import_folder(catalog: Catalog, model_id: str, folder: str | Path, model_typ
     for rel, path in files:
         size = path.stat().st_size
         info = catalog.store.stat(file_key(writer.model_id, revision, rel))
-        if info is not None and info.size == size and writer.already_stored(rel, size, _sha256(path)):
+        if info is not None and info.size == size and writer.already_stored(rel, size, file_sha256(path)):
             continue
         writer.store_file(rel, path, where=str(path))
     manifest, _ = writer.commit(model_type, source or {"kind": "folder", "path": str(root)})
     return manifest
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -25,6 +25,7 @@ from model_registry.ids import validate_model_id
 from model_registry.ingest import Progress
 from model_registry.records import Manifest
 from model_registry.sources.folder import import_folder
+from model_registry.storage import file_sha256
 
 GGUF_MAGIC = b"GGUF"
 CONVERSION_PACKAGES = ("torch", "transformers", "gguf")
@@ -104,16 +105,9 @@ def import_gguf(catalog: Catalog, model_id: str, gguf_file: str | Path, model_ty
     if catalog.is_complete(model_id, revision):
         return catalog.manifest(model_id, revision)
     source = {"kind": "gguf", "file": file.name, "path": str(file), "size": file.stat().st_size,
-              "sha256": _sha256(file), "converted_to": "bf16 safetensors"}
+              "sha256": file_sha256(file), "converted_to": "bf16 safetensors"}
     with tempfile.TemporaryDirectory(prefix="gguf-convert-", dir=tmp_dir) as scratch:
         folder = Path(scratch) / "model"
         convert_gguf(file, folder)
         return import_folder(catalog, model_id, folder, "llm", progress, revision=revision, source=source)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
