@@ -38,7 +38,9 @@ class GatewayState:
     turns: itertools.count[int] = field(default_factory=itertools.count)  # round-robin's counter
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
+    # ``async`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop
+    # per request that cost more than the rest of the routing.
     state = getattr(request.app.state, "gateway", None)
     if state is None:  # only when the app is driven without its lifespan
         raise ServiceUnavailableError("The gateway is starting up; try again in a moment.")

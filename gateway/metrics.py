@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter as _Tally
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -44,13 +45,24 @@ class GatewayMetrics:
                                         "Requests a replica accepted (answered below 500 with a first byte).",
                                         ["replica"], registry=self.registry)
         self.served: _Tally[str] = _Tally()  # the same count, readable by /services
+        # Labelled children by label values: ``.labels()`` validates and locks on every call, which
+        # showed up per request; the label sets are bounded (resolved models, endpoints, replicas).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)``, created once and then reused."""
+        key = (id(metric), *values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def record_circuit(self, replica: str, circuit: Circuit) -> None:
-        self.circuit_state.labels(replica).set(STATE_CODES[circuit.state])
+        self.child(self.circuit_state, replica).set(STATE_CODES[circuit.state])
 
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, endpoint, str(status)).inc()
-        self.latency.labels(model, endpoint).observe(seconds)
+        self.child(self.requests, model, endpoint, str(status)).inc()
+        self.child(self.latency, model, endpoint).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

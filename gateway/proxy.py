@@ -10,6 +10,8 @@ on the upstream call only; it is never logged and never part of an answer.
 Failover follows vLLM production-stack: read the upstream status and the first chunk, and only
 then commit to the client. A connect error, a timeout or a 5xx up to that point is retried on
 another replica; after it, a failure ends an SSE stream with one ``data: {"error": ...}`` event.
+A small non-streamed answer is read whole while the disconnect watch still runs and goes back as one
+plain response: the streaming machinery cost about as much as the rest of the proxying.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +30,6 @@ import anyio
 import httpx
 from fastapi import Request
 from starlette.requests import ClientDisconnect
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from common.errors import (
     APIError,
@@ -41,6 +41,7 @@ from common.errors import (
 from gateway.deps import GatewayState
 from gateway.metrics import NO_MODEL
 from gateway.multipart import FormPayload, parse_form
+from gateway.responses import UpstreamAnswer, UpstreamStream
 from gateway.routing import (
     VISION_CHAT,
     Endpoint,
@@ -103,29 +104,12 @@ class Opened:
     response: httpx.Response
     first: bytes
     chunks: AsyncIterator[bytes]
+    # True when ``first`` is the whole body (a small non-streamed answer read before answering).
+    complete: bool = False
 
 
-class UpstreamStream(StreamingResponse):
-    """A streaming response that always runs ``on_close``, however the client or upstream ended.
-
-    Starlette cancels the body iterator when the client disconnects; closing the upstream response
-    in a shielded ``finally`` is what lets the worker see the disconnect and stop generating.
-    """
-
-    def __init__(self, content: AsyncIterator[bytes], *, status_code: int, headers: dict[str, str],
-                 on_close: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(content, status_code=status_code, headers=headers)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._on_close()
-
-
-async def forward(state: GatewayState, request: Request, endpoint: Endpoint, default: str | None) -> UpstreamStream:
+async def forward(state: GatewayState, request: Request, endpoint: Endpoint,
+                  default: str | None) -> UpstreamStream | UpstreamAnswer:
     """Answer one OpenAI request by proxying it; typed errors carry the request id back."""
     started = time.perf_counter()
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -147,13 +131,14 @@ async def forward(state: GatewayState, request: Request, endpoint: Endpoint, def
         headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
         headers.update({"x-request-id": request_id, "accept-encoding": "identity"})
         chain = fallback_chain(model, state.settings.fallbacks)
-        opening = open_upstream(state, endpoint, chain, raw, payload, headers)
+        wants_stream = payload.get("stream") is True
+        opening = _open_and_read(state, endpoint, chain, raw, payload, headers, wants_stream)
         opened = await _unless_client_leaves(request, opening)
     except APIError as exc:
         exc.headers.setdefault("x-request-id", request_id)
         state.metrics.observe(label, endpoint.path, exc.status, time.perf_counter() - started)
         raise
-    return _stream_back(state, endpoint, model, opened, request_id, started, payload.get("stream") is True)
+    return _stream_back(state, endpoint, model, opened, request_id, started, wants_stream)
 
 
 class ClientClosedRequest(APIError):
@@ -229,6 +214,50 @@ async def open_upstream(state: GatewayState, endpoint: Endpoint, chain: list[str
     raise first_error
 
 
+# A non-streamed answer up to this size (by its Content-Length) is read whole before answering.
+BUFFER_LIMIT = 1 << 20
+
+
+async def _open_and_read(state: GatewayState, endpoint: Endpoint, chain: list[str], raw: bytes,
+                         payload: dict[str, Any], headers: dict[str, str], wants_stream: bool) -> Opened:
+    """:func:`open_upstream`, then, for a small non-streamed answer, the rest of its body.
+
+    Reading it here, still under the disconnect watch, keeps "a client that leaves cancels the
+    upstream request" true while the answer can go back as one plain response. A failure while
+    reading is kept for the relay to raise, exactly where a streamed relay would have met it.
+    """
+    opened = await open_upstream(state, endpoint, chain, raw, payload, headers)
+    if wants_stream or _is_sse(opened.response, wants_stream):
+        return opened
+    length = opened.response.headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) > BUFFER_LIMIT:
+        return opened
+    parts = [opened.first]
+    try:
+        async for chunk in opened.chunks:
+            parts.append(chunk)
+    except httpx.HTTPError as exc:
+        opened.first, opened.chunks = b"".join(parts), _failing(exc)
+        return opened
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await opened.response.aclose()
+        state.in_flight.release(opened.replica.url)
+        raise
+    opened.first, opened.complete = b"".join(parts), True
+    return opened
+
+
+async def _failing(exc: BaseException) -> AsyncIterator[bytes]:
+    raise exc
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def _is_sse(response: httpx.Response, wants_stream: bool) -> bool:
+    content_type = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream") or (wants_stream and not content_type)
+
+
 def _all_failed(state: GatewayState, model: str, failures: list[str]) -> ServiceUnavailableError:
     return ServiceUnavailableError(
         f"No replica of '{model}' could answer; tried {', '.join(failures)}. Try again later.",
@@ -252,7 +281,7 @@ async def _attempt_on(state: GatewayState, replica: Replica, endpoint: Endpoint,
         state.circuits.succeeded(key)
         state.metrics.record_circuit(key, state.circuits.get(key))
         state.metrics.served[key] += 1
-        state.metrics.replica_requests.labels(key).inc()
+        state.metrics.child(state.metrics.replica_requests, key).inc()
         return outcome
     state.in_flight.release(key)
     circuit = state.circuits.failed(key, time.monotonic())
@@ -301,10 +330,9 @@ async def _attempt(client: httpx.AsyncClient, replica: Replica, endpoint: Endpoi
 
 
 def _stream_back(state: GatewayState, endpoint: Endpoint, model: str, opened: Opened, request_id: str,
-                 started: float, wants_stream: bool) -> UpstreamStream:
+                 started: float, wants_stream: bool) -> UpstreamStream | UpstreamAnswer:
     upstream = opened.response
-    content_type = upstream.headers.get("content-type", "")
-    is_sse = content_type.startswith("text/event-stream") or (wants_stream and not content_type)
+    is_sse = _is_sse(upstream, wants_stream)
     finished = False
 
     async def relay() -> AsyncIterator[bytes]:
@@ -322,15 +350,20 @@ def _stream_back(state: GatewayState, endpoint: Endpoint, model: str, opened: Op
                                   code="upstream_error")
         finished = True
 
-    async def on_close() -> None:
+    async def on_close(sent: bool) -> None:
+        nonlocal finished
+        finished = finished or sent
         await upstream.aclose()
         state.in_flight.release(opened.replica.url)
-        state.metrics.in_flight.labels(model).dec()
+        gauge.dec()
         # 499 (nginx's "client closed request") when the client left before the end.
         status = upstream.status_code if finished else 499
         state.metrics.observe(model, endpoint.path, status, time.perf_counter() - started)
 
-    state.metrics.in_flight.labels(model).inc()
+    gauge = state.metrics.child(state.metrics.in_flight, model)
+    gauge.inc()
     headers = {k: v for k in FORWARD_RESPONSE_HEADERS if (v := upstream.headers.get(k)) is not None}
     headers["x-request-id"] = request_id
+    if opened.complete:
+        return UpstreamAnswer(opened.first, status_code=upstream.status_code, headers=headers, on_close=on_close)
     return UpstreamStream(relay(), status_code=upstream.status_code, headers=headers, on_close=on_close)

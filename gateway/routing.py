@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,8 +117,8 @@ def choose_replica(
     """
     _check_model(snapshot, model, endpoint, rules)
     circuits = circuits or {}
-    serving = [r for r in snapshot.healthy() if r.model == model]
-    candidates = [r for r in serving if r.url not in exclude]
+    serving = snapshot.serving(model)
+    candidates = [r for r in serving if r.url not in exclude] if exclude else list(serving)
     usable = [r for r in candidates if _skip_reason(r, circuits, now, rules) is None]
     if not usable:
         raise _unavailable(model, serving, candidates, circuits, now, rules)
@@ -131,7 +131,7 @@ def choose_replica(
 def _check_model(snapshot: Snapshot, model: str, endpoint: Endpoint, rules: Rules) -> None:
     """404 for a model nobody serves, 400 for the wrong endpoint, 503 while workers are silent."""
     known = snapshot.known_models()
-    silent = sum(1 for r in snapshot.replicas if r.model is None)
+    silent = snapshot.silent
     if model not in known and silent:
         # A worker that never answered may serve it (still starting): "try later", not "no such model".
         raise ServiceUnavailableError(
@@ -150,7 +150,7 @@ def _check_model(snapshot: Snapshot, model: str, endpoint: Endpoint, rules: Rule
         )
 
 
-def _unavailable(model: str, serving: list[Replica], candidates: list[Replica], circuits: Mapping[str, Circuit],
+def _unavailable(model: str, serving: Sequence[Replica], candidates: list[Replica], circuits: Mapping[str, Circuit],
                  now: float, rules: Rules) -> ServiceUnavailableError:
     """The 503 for a model with no usable replica, saying why (and when to come back)."""
     headers = _retry_after(rules)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import httpx
 from pydantic import ValidationError
@@ -62,21 +63,52 @@ class Replica:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every known replica, in configured order (which makes default-model choice deterministic)."""
+    """Every known replica, in configured order (which makes default-model choice deterministic).
+
+    Every request asks the same questions of the snapshot (which replicas are healthy, which models
+    exist, who serves model X); the answers are computed once per snapshot and cached on it, which
+    is safe because a snapshot never changes (a refresh swaps in a new one). Callers must treat the
+    returned collections as read-only.
+    """
 
     replicas: tuple[Replica, ...] = ()
     taken_at: float = 0.0
 
     def healthy(self) -> tuple[Replica, ...]:
-        return tuple(r for r in self.replicas if r.healthy)
+        return self._healthy
 
     def known_models(self) -> dict[str, str | None]:
         """Model id -> type for every replica that ever said which model it serves."""
+        return self._known_models
+
+    def serving(self, model: str) -> tuple[Replica, ...]:
+        """The healthy replicas of ``model``, in configured order."""
+        return self._serving.get(model, ())
+
+    @cached_property
+    def silent(self) -> int:
+        """How many replicas never said which model they serve (still starting, or unreachable)."""
+        return sum(1 for r in self.replicas if r.model is None)
+
+    @cached_property
+    def _healthy(self) -> tuple[Replica, ...]:
+        return tuple(r for r in self.replicas if r.healthy)
+
+    @cached_property
+    def _known_models(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for r in self.replicas:
             if r.model is not None:
                 out.setdefault(r.model, r.type)
         return out
+
+    @cached_property
+    def _serving(self) -> dict[str, tuple[Replica, ...]]:
+        out: dict[str, list[Replica]] = {}
+        for r in self._healthy:
+            if r.model is not None:
+                out.setdefault(r.model, []).append(r)
+        return {model: tuple(rs) for model, rs in out.items()}
 
 
 async def probe_replica(client: httpx.AsyncClient, previous: Replica, limit_s: float) -> Replica:
