@@ -212,21 +212,34 @@ class LocalStack:
         return 0
 
     def stop(self) -> None:
-        """SIGTERM every child's process group, wait, then SIGKILL whatever is left."""
+        """Stop the gateway and workers first, then the registries (so workers can deregister).
+
+        Each wave gets SIGTERM on every process group, a grace period, then SIGKILL for what is left.
+        """
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
-        for proc in running:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
-        if running:
+        registries = {"registry", "models"}
+        waves = [[c for c in self.children if c.name not in registries],
+                 [c for c in self.children if c.name in registries]]
+        stopped = False
+        for wave in waves:
+            running = [c.proc for c in wave if c.proc is not None and c.proc.poll() is None]
+            stopped = stopped or bool(running)
+            _stop_all(running)
+        if stopped:
             print("Stopped.", flush=True)
+
+
+def _stop_all(running: list[subprocess.Popen[bytes]]) -> None:
+    for proc in running:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

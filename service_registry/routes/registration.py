@@ -28,14 +28,14 @@ async def register(body: Registration, state: StateDep, response: Response) -> R
     return RegistrationAnswer(id=record.id, created=created, heartbeat_interval_s=record.heartbeat_interval_s,
                               expires_after_s=record.expires_after_s or 0.0)
 
-@router.post("/{service_id}/heartbeat", response_model=HeartbeatAnswer, responses=_NOT_FOUND)
+@router.post("/{service_id:path}/heartbeat", response_model=HeartbeatAnswer, responses=_NOT_FOUND)
 async def heartbeat(service_id: str, state: StateDep) -> HeartbeatAnswer:
     """Keeps a registration alive. A 404 means the registry forgot it (e.g. restarted): register again."""
     record = state.registry.heartbeat(service_id, now=time.time())
     state.metrics.registrations.labels("heartbeat").inc()
     return HeartbeatAnswer(id=record.id, expires_after_s=record.expires_after_s or 0.0)
 
-@router.delete("/{service_id}", response_model=DeregistrationAnswer, responses=_NOT_FOUND)
+@router.delete("/{service_id:path}", response_model=DeregistrationAnswer, responses=_NOT_FOUND)
 async def deregister(service_id: str, state: StateDep) -> DeregistrationAnswer:
     record = state.registry.deregister(service_id)
     log.info("deregistered %s at %s", record.id, record.url)

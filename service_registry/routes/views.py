@@ -33,7 +33,7 @@ async def services(
     return snapshot.model_copy(update={"data": rows})
 
 
-@router.get("/services/{service_id}", response_model=ServiceRecord, responses={404: {}})
+@router.get("/services/{service_id:path}", response_model=ServiceRecord, responses={404: {}})
 async def one_service(service_id: str, state: StateDep) -> ServiceRecord:
     record = state.registry.snapshot.get(service_id)
     if record is None:

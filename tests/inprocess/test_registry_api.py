@@ -52,6 +52,21 @@ async def test_register_is_201_then_200_and_shows_up() -> None:
             assert f'registry_registrations_total{{event="{event}"}} {count}.0' in metrics
 
 
+async def test_ids_with_slashes_work_everywhere() -> None:
+    """A worker's default id is "{model}@{host}:{port}" and model ids contain "/" (org/name)."""
+    from service_registry.client import RegistryClient
+
+    sid = "HuggingFaceTB/SmolLM2-135M-Instruct@127.0.0.1:8000"
+    async with registry() as client:
+        assert (await client.post("/register", json={**WORKER, "id": sid})).status_code == 201
+        assert (await client.post(f"/register/{sid}/heartbeat")).json()["id"] == sid
+        assert (await client.get(f"/services/{sid}")).json()["id"] == sid
+        reg = RegistryClient("http://registry", client=client)
+        assert await reg.heartbeat(sid) is True
+        assert await reg.deregister(sid) is True
+        assert (await client.get(f"/services/{sid}")).status_code == 404
+
+
 @pytest.mark.parametrize(("change", "param"), [
     ({"models": []}, "models"),
     ({"models": [" "]}, "models"),
