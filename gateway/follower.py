@@ -114,7 +114,7 @@ class Upstreams:
     def __init__(self, client: httpx.AsyncClient, workers: list[str], registry: RegistryClient | None, *,
                  interval_s: float, timeout_s: float, settle_s: float,
                  on_recovered: Callable[[Iterable[str]], None] = lambda _: None) -> None:
-        self.prober = UpstreamProber(client, workers, interval=interval_s, timeout=timeout_s) if workers else None
+        self.prober = UpstreamProber(client, workers, timeout=timeout_s) if workers else None
         self.follower = RegistryFollower(registry, settle_s=settle_s) if registry is not None else None
         self._interval_s = interval_s
         self._timeout_s = timeout_s

@@ -1,15 +1,13 @@
-"""What the gateway knows about its workers: an immutable snapshot, refreshed by one probing task.
+"""What the gateway knows about its workers: an immutable snapshot, and the probes of static workers.
 
-Routing reads a :class:`Snapshot` and nothing else, so a later service-registry client can produce
-the same type in place of :class:`UpstreamProber` without touching routing or the proxy. Each round
-probes every worker's ``GET /health`` concurrently with a per-call timeout and swaps in a new
-snapshot in one assignment: readers never see a half-updated table.
+Routing reads a :class:`Snapshot` and nothing else; the registry follower (``follower.py``) produces
+the same type. A probe round checks every worker's ``GET /health`` concurrently with a per-call
+timeout and swaps in a new snapshot in one assignment: readers never see a half-updated table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -166,15 +164,16 @@ def _ms_since(started: float) -> float:
 
 
 class UpstreamProber:
-    """Owns the current snapshot and the one background task that refreshes it."""
+    """The statically configured workers and their latest probe round.
 
-    def __init__(self, client: httpx.AsyncClient, urls: Sequence[str], *, interval: float,
-                 timeout: float) -> None:
+    It has no task of its own: :class:`gateway.follower.Upstreams` owns the one refresh loop and calls
+    :meth:`probe_once` each round, beside the registry read.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, urls: Sequence[str], *, timeout: float) -> None:
         self._client = client
-        self._interval = interval
         self._timeout = timeout
         self.snapshot = Snapshot(tuple(Replica(url=u) for u in urls), time.time())
-        self._task: asyncio.Task[None] | None = None
 
     async def probe_once(self) -> Snapshot:
         """One round over every replica at once; the slowest probe is bounded by the timeout."""
@@ -183,26 +182,3 @@ class UpstreamProber:
         fresh = await asyncio.gather(*probes)
         self.snapshot = Snapshot(tuple(fresh), time.time())
         return self.snapshot
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.probe_once()
-            except Exception:  # a bug here must not stop routing updates for good
-                log.exception("probe round failed")
-
-    async def start(self) -> None:
-        """Probe once before serving, so a freshly started gateway routes at once, then keep going."""
-        try:
-            await asyncio.wait_for(self.probe_once(), timeout=self._timeout + 1.0)
-        except TimeoutError:
-            log.warning("first probe round did not finish in time; serving with what is known")
-        self._task = asyncio.create_task(self._run(), name="gateway-upstream-prober")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

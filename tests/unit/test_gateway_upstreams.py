@@ -66,7 +66,7 @@ async def test_a_probe_round_swaps_in_a_new_immutable_snapshot_in_configured_ord
         return httpx.Response(200, json={**HEALTH, "model": req.url.host})
 
     async with client_for(answer) as client:
-        prober = UpstreamProber(client, ["http://b", "http://down", "http://a"], interval=60, timeout=1)
+        prober = UpstreamProber(client, ["http://b", "http://down", "http://a"], timeout=1)
         first = prober.snapshot
         fresh = await prober.probe_once()
     assert prober.snapshot is fresh and fresh is not first
