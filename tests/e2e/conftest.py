@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 READY_TIMEOUT_S = 240.0
 
@@ -56,7 +56,7 @@ class RunningStack:
 
 
 def start_stack(tmp: Path, *extra: str) -> RunningStack:
-    gw, llm, emb, reg, models, stt = (free_port() for _ in range(6))
+    gw, llm, emb, reg, models, stt = free_ports(6)
     log_path = tmp / "stack.log"
     argv = [sys.executable, "-m", "stack", "up", "--gateway-port", str(gw), "--llm-port", str(llm),
             "--embedding-port", str(emb), "--registry-port", str(reg), "--model-registry-port", str(models),
