@@ -42,7 +42,8 @@ async def test_no_usable_replica_is_503_with_retry_after() -> None:
 
 async def test_circuit_opens_after_failures_and_shows_in_services_and_metrics() -> None:
     async with StubWorker("m", mode="500") as bad, StubWorker("m") as good:
-        async with gateway([bad.url, good.url], circuit_failures=2, circuit_cooldown_s=60) as (url, _):
+        # Replicas tried in configured order, so the bad one is picked until its circuit opens.
+        async with gateway([bad.url, good.url], ordered=True, circuit_failures=2, circuit_cooldown_s=60) as (url, _):
             for _ in range(6):
                 assert (await post(url, "m")).status_code == 200
             assert bad.hits == 2  # open after two failures: skipped from then on
