@@ -185,11 +185,12 @@ class LocalStack:
 
     def _print_banner(self) -> None:
         gateway = self.children[-1]
-        lines = ["", "Model Service Platform is up.", f"  gateway   {gateway.url}/v1"]
+        width = max(len(c.name) for c in self.children)
+        lines = ["", "Model Service Platform is up.", f"  {'gateway':<{width}} {gateway.url}/v1"]
         for c in self.children[:-1]:
             what = self._model_of(c) if c in self.workers() else {"registry": "service registry",
                                                                    "models": "model registry"}[c.name]
-            lines.append(f"  {c.name:<9} {c.url}  ({what})")
+            lines.append(f"  {c.name:<{width}} {c.url}  ({what})")
         lines += [
             "",
             "Try:",
