@@ -89,8 +89,11 @@ class AuthSettings(BaseSettings):
     """``MODEL_SERVICE_AUTH``, ``MODEL_SERVICE_ADMIN_KEY``, ``MODEL_SERVICE_SERVICE_TOKEN``: one set for
     every service, so one ``.env`` serves the whole stack."""
 
+    # hide_input_in_errors: a start-up error must name the variable, never print the secrets themselves
+    # (pydantic otherwise quotes the input, e.g. the tail of the admin key when the token is missing).
     model_config = SettingsConfigDict(env_prefix="MODEL_SERVICE_", env_file=".env", env_file_encoding="utf-8",
-                                      extra="ignore", env_ignore_empty=True, populate_by_name=True)
+                                      extra="ignore", env_ignore_empty=True, populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     auth: bool = False
     admin_key: SecretStr | None = Field(default=None, repr=False)

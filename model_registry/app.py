@@ -2,6 +2,9 @@
 
 The lifespan owns the storage client and the job runner: it checks the store (creating the bucket,
 refusing wrong credentials) before serving, resumes interrupted jobs, and closes both in ``finally``.
+
+With ``MODEL_SERVICE_AUTH=true``: ``/health`` stays open, reads (models, revisions, files, jobs,
+metrics) take the service token, and everything that changes the store takes the admin key only.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
 from model_registry.catalog import Catalog
@@ -32,8 +36,10 @@ def hub_config(settings: ModelRegistrySettings) -> HubConfig:
     return HubConfig(endpoint=settings.hf_endpoint, token=token)
 
 
-def create_app(settings: ModelRegistrySettings | None = None) -> FastAPI:
+def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings | None = None) -> FastAPI:
+    """``auth``: the API-key settings (default: ``MODEL_SERVICE_AUTH`` and friends from the environment)."""
     settings = settings or ModelRegistrySettings()
+    auth = auth or AuthSettings()
     metrics = RegistryMetrics()
 
     @asynccontextmanager
@@ -59,8 +65,12 @@ def create_app(settings: ModelRegistrySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Model Registry", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_authenticator(app, Authenticator(auth))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.include_router(models.router)
-    app.include_router(jobs.router)
-    app.include_router(ops.router)
+    app.include_router(ops.health_router)
+    reader = [Depends(require(Role.SERVICE))]
+    app.include_router(models.router, dependencies=reader)
+    app.include_router(models.admin_router, dependencies=[Depends(require(Role.ADMIN))])
+    app.include_router(jobs.router, dependencies=reader)
+    app.include_router(ops.router, dependencies=reader)
     return app

@@ -3,6 +3,9 @@
 The lifespan owns the engine: it starts loading in the background (so ``/health`` answers 503 at
 once instead of the port staying closed) and unloads it on shutdown. With ``WORKER_REGISTRY_URL``
 set, the app's life is also its membership in the service registry (``registration.py``).
+
+With ``MODEL_SERVICE_AUTH=true`` every route but ``/health`` needs the service token (the gateway
+sends it; users never call a worker directly), and the registration carries it too.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
 from model_service.engines.base import Engine
 from model_service.metrics import MetricsMiddleware
 from model_service.registration import registered
-from model_service.routes import ROUTERS
+from model_service.routes import OPEN_ROUTERS, SERVICE_ROUTERS
 from model_service.settings import WorkerSettings
 from model_service.worker import Worker
 
@@ -31,22 +35,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await worker.start()
     try:
         # Deregisters before the engine stops; never blocks start-up when the registry is down.
-        async with registered(worker.settings):
+        authenticator: Authenticator = app.state.authenticator
+        async with registered(worker.settings, authenticator.settings.outgoing_headers()):
             yield
     finally:
         await worker.stop()
 
 
-def create_app(settings: WorkerSettings | None = None, engine: Engine | None = None) -> FastAPI:
-    """``engine``: an already-loaded engine to serve instead of loading one (the caller closes it)."""
+def create_app(settings: WorkerSettings | None = None, engine: Engine | None = None,
+               auth: AuthSettings | None = None) -> FastAPI:
+    """``engine``: an already-loaded engine to serve instead of loading one (the caller closes it).
+    ``auth``: the API-key settings (default: ``MODEL_SERVICE_AUTH`` and friends from the environment)."""
     settings = settings or WorkerSettings()
+    auth = auth or AuthSettings()
     worker = Worker(settings, engine)
     app = FastAPI(title=f"model worker: {settings.model_name}", lifespan=_lifespan)
     app.state.worker = worker
     app.state.settings = settings
     install_error_handlers(app)
-    for router in ROUTERS:
+    install_authenticator(app, Authenticator(auth))
+    for router in OPEN_ROUTERS:
         app.include_router(router)
+    for router in SERVICE_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require(Role.SERVICE))])
     # Outermost first in the stack: metrics see every answer, including 413s from the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=worker.metrics)

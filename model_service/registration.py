@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
@@ -57,11 +57,14 @@ def registration_for(settings: WorkerSettings) -> Registration:
 
 
 @asynccontextmanager
-async def registered(settings: WorkerSettings) -> AsyncIterator[Membership | None]:
+async def registered(settings: WorkerSettings, headers: Mapping[str, str] | None = None
+                     ) -> AsyncIterator[Membership | None]:
     """Stay registered while the block runs; yields None (and does nothing) without a registry URL.
 
-    A registration that cannot even be built (a bad advertised URL) is logged and skipped: the
-    worker still serves, it is just not discoverable, which the log says plainly.
+    ``headers`` go with every registry call (the service token when auth is on). A registration that
+    cannot even be built (a bad advertised URL) is logged and skipped, and a refused token is logged
+    and retried slowly: either way the worker still serves, it is just not discoverable, which the
+    log says plainly.
     """
     if not settings.registry_url:
         yield None
@@ -72,6 +75,7 @@ async def registered(settings: WorkerSettings) -> AsyncIterator[Membership | Non
         log.error("not registering with %s: %s", settings.registry_url, exc)
         yield None
         return
-    async with RegistryClient(settings.registry_url) as client, client.keep_registered(registration) as membership:
+    async with (RegistryClient(settings.registry_url, headers=headers) as client,
+                client.keep_registered(registration) as membership):
         log.info("registering %s (%s) with %s", registration.id, registration.url, settings.registry_url)
         yield membership

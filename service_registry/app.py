@@ -1,8 +1,11 @@
 """Service registry factory: ``uvicorn --factory service_registry.app:create_app --port 8070``.
 
 The lifespan owns the one ``httpx.AsyncClient`` used for every probe and the one polling task; both
-end in ``finally``. Static upstreams are read (and checked) in the factory, so a bad configuration
-stops start-up with a clear error instead of serving a half-configured registry.
+end in ``finally``. Static upstreams and auth settings are read (and checked) in the factory, so a bad
+configuration stops start-up with a clear error instead of serving a half-configured registry.
+
+With ``MODEL_SERVICE_AUTH=true`` every route but ``/health`` needs the service token (or the admin
+key), and the poller sends the token to workers, never to externals.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
 from service_registry.deps import RegistryState
@@ -24,7 +28,7 @@ from service_registry.health import HealthPolicy
 from service_registry.metrics import RegistryMetrics
 from service_registry.poller import Poller
 from service_registry.registry import Registry
-from service_registry.routes import ROUTERS
+from service_registry.routes import OPEN_ROUTERS, SERVICE_ROUTERS
 from service_registry.settings import RegistrySettings, StaticUpstream
 
 log = logging.getLogger(__name__)
@@ -37,14 +41,16 @@ def probe_client(settings: RegistrySettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 
 
-def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+def create_app(settings: RegistrySettings | None = None, auth: AuthSettings | None = None) -> FastAPI:
+    """``auth``: the API-key settings (default: ``MODEL_SERVICE_AUTH`` and friends from the environment)."""
     settings = settings or RegistrySettings()
+    auth = auth or AuthSettings()
     statics = {s.id: s for s in settings.all_static_upstreams()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with probe_client(settings) as client:
-            state = _build_state(settings, statics, client)
+            state = _build_state(settings, statics, client, auth.outgoing_headers())
             app.state.registry = state
             task = asyncio.create_task(state.poller.run(), name="service-registry-poller")
             try:
@@ -57,21 +63,24 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Service Registry", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_authenticator(app, Authenticator(auth))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for router in ROUTERS:
+    for router in OPEN_ROUTERS:
         app.include_router(router)
+    for router in SERVICE_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require(Role.SERVICE))])
     return app
 
 
 def _build_state(settings: RegistrySettings, statics: dict[str, StaticUpstream],
-                 client: httpx.AsyncClient) -> RegistryState:
+                 client: httpx.AsyncClient, worker_headers: dict[str, str]) -> RegistryState:
     policy = HealthPolicy(unhealthy_after=settings.unhealthy_after, healthy_after=settings.healthy_after)
     registry = Registry(list(statics.values()), policy, ttl_for=settings.ttl_for,
                         default_priority=settings.default_worker_priority, now=time.time())
     metrics = RegistryMetrics()
     metrics.record_snapshot(registry.snapshot)
     poller = Poller(registry, client, statics, metrics, interval_s=settings.poll_interval_s,
-                    timeout_s=settings.probe_timeout_s)
+                    timeout_s=settings.probe_timeout_s, worker_headers=worker_headers)
     if statics:
         log.info("static upstreams: %s", ", ".join(f"{s.id} -> {s.base_url}" for s in statics.values()))
     return RegistryState(settings=settings, registry=registry, poller=poller, metrics=metrics)

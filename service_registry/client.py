@@ -10,7 +10,11 @@ A worker's lifespan::
 
 ``keep_registered`` never raises into the worker: while the registry is down it retries with
 exponential backoff, and when a heartbeat answers 404 (the registry restarted and forgot) it
-registers again under the same id.
+registers again under the same id. A refused key (401/403) is logged as a configuration error and
+retried slowly, since only a restart with the right token fixes it.
+
+With auth on, pass the service token: ``RegistryClient(url, headers=auth.outgoing_headers())``. The
+headers go on every call this client makes, and only on those.
 
 The gateway::
 
@@ -23,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -43,10 +47,18 @@ class RegistrationRejectedError(RegistryUnavailableError):
     """The registry refused the registration itself (4xx): retrying will not help until config changes."""
 
 
+class RegistryAuthError(RegistrationRejectedError):
+    """The registry refused this caller's key (401/403): the service token does not match the registry's."""
+
+
 class RegistryClient:
-    def __init__(self, base_url: str, *, timeout_s: float = 3.0, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float = 3.0, client: httpx.AsyncClient | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        """``headers``: sent with every call (the service token when auth is on); a shared ``client``'s
+        own default headers are left alone, so the token never leaks into its other calls."""
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
+        self._headers = dict(headers or {})
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), trust_env=False)
 
@@ -62,9 +74,13 @@ class RegistryClient:
 
     async def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
-            return await self._client.request(method, f"{self.base_url}{path}", timeout=self._timeout_s, **kw)
+            resp = await self._client.request(method, f"{self.base_url}{path}", headers=self._headers,
+                                              timeout=self._timeout_s, **kw)
         except (httpx.HTTPError, OSError) as exc:
             raise RegistryUnavailableError(f"registry at {self.base_url} unreachable: {exc!r}") from exc
+        if resp.status_code in (401, 403):
+            raise RegistryAuthError(_auth_refusal(self.base_url, bool(self._headers), resp))
+        return resp
 
     async def register(self, registration: Registration) -> RegistrationAnswer:
         resp = await self._call("POST", "/register", json=registration.model_dump(mode="json", exclude_none=True))
@@ -129,6 +145,7 @@ class Membership:
         self._max = max_backoff_s
         self.service_id: str | None = None  # set once the registry has accepted the registration
         self.registered = asyncio.Event()  # set while registered (tests and start-up logs can wait on it)
+        self.last_error: str | None = None  # why the last step failed; None once a step succeeds
 
     @property
     def interval_s(self) -> float:
@@ -140,10 +157,14 @@ class Membership:
             try:
                 await self._step()
                 delay = self._initial
+                self.last_error = None
             except RegistrationRejectedError as exc:
+                # Configuration, not weather: say so loudly, then retry slowly (never a tight loop).
+                self.last_error = str(exc)
                 log.error("%s; retrying in %.0fs", exc, self._max)
                 await asyncio.sleep(self._max)
             except RegistryUnavailableError as exc:
+                self.last_error = str(exc)
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._max)
@@ -184,6 +205,17 @@ def _parse(model: Any, resp: httpx.Response) -> Any:
         return model.model_validate_json(resp.content)
     except ValidationError as exc:
         raise RegistryUnavailableError(f"registry sent a body that does not parse: {exc}") from exc
+
+
+def _auth_refusal(base_url: str, sent_token: bool, resp: httpx.Response) -> str:
+    """Why the registry said no, and what to change; never the token itself."""
+    if resp.status_code == 403:
+        hint = "the key is valid but may not do this"
+    elif sent_token:
+        hint = "the service token is wrong: set MODEL_SERVICE_SERVICE_TOKEN to the registry's value"
+    else:
+        hint = "it needs the service token: set MODEL_SERVICE_AUTH=true and MODEL_SERVICE_SERVICE_TOKEN here too"
+    return f"registry at {base_url} refused this caller (HTTP {resp.status_code}: {_message(resp)}); {hint}"
 
 
 def _message(resp: httpx.Response) -> str:

@@ -26,18 +26,22 @@ log = logging.getLogger(__name__)
 
 class Poller:
     def __init__(self, registry: Registry, client: httpx.AsyncClient, statics: Mapping[str, StaticUpstream],
-                 metrics: RegistryMetrics, *, interval_s: float, timeout_s: float) -> None:
+                 metrics: RegistryMetrics, *, interval_s: float, timeout_s: float,
+                 worker_headers: Mapping[str, str] | None = None) -> None:
         self._registry = registry
         self._client = client
         self._statics = statics  # holds the API keys; records never do
         self._metrics = metrics
         self._interval_s = interval_s
         self._timeout_s = timeout_s
+        # Sent to workers only (the service token when auth is on); externals get their own key.
+        self._worker_headers = dict(worker_headers or {})
 
     async def poll_once(self) -> ServiceSnapshot:
         targets = self._registry.snapshot.data
         observations = await asyncio.gather(
-            *(probe(self._client, r, self._statics.get(r.id), self._timeout_s) for r in targets))
+            *(probe(self._client, r, self._statics.get(r.id), self._timeout_s, worker_headers=self._worker_headers)
+              for r in targets))
         for record, obs in zip(targets, observations, strict=True):
             if obs.latency_ms is not None:
                 self._metrics.probe_latency.labels(record.kind).observe(obs.latency_ms / 1000)

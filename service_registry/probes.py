@@ -2,7 +2,9 @@
 
 Workers: ``GET /health`` (200 with a ``WorkerHealth`` = ok; 503 = not ready, with the reason from
 the body, either a ``WorkerHealth`` or OpenAI's error shape) and ``GET /gpu-stats``, both at once.
-Externals: ``GET {api_base}/models`` with ``Authorization: Bearer <key>`` when a key is configured.
+``/health`` is open on every worker; ``/gpu-stats`` carries ``worker_headers`` (the service token when
+auth is on). Externals: ``GET {api_base}/models`` with ``Authorization: Bearer <key>`` when a key is
+configured, and never anything else: the platform's own token must not leave the platform.
 The whole probe is bounded by the probe timeout, whatever the per-request timeouts let through.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -21,14 +24,17 @@ from service_registry.settings import StaticUpstream
 
 
 async def probe(client: httpx.AsyncClient, record: ServiceRecord, static: StaticUpstream | None,
-                timeout_s: float) -> Observation:
-    """Probe ``record`` within ``timeout_s``; any error becomes a failed observation."""
+                timeout_s: float, *, worker_headers: Mapping[str, str] | None = None) -> Observation:
+    """Probe ``record`` within ``timeout_s``; any error becomes a failed observation.
+
+    ``worker_headers`` go to workers only (the service token); an external gets its own key alone.
+    """
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
             if record.kind == "external":
                 return await _probe_external(client, record, static, timeout_s, started)
-            return await _probe_worker(client, record, timeout_s, started)
+            return await _probe_worker(client, record, timeout_s, started, worker_headers or {})
     except TimeoutError:
         reason = f"probe timed out after {timeout_s:g}s"
     except (httpx.HTTPError, OSError) as exc:
@@ -38,10 +44,10 @@ async def probe(client: httpx.AsyncClient, record: ServiceRecord, static: Static
 
 
 async def _probe_worker(client: httpx.AsyncClient, record: ServiceRecord, timeout_s: float,
-                        started: float) -> Observation:
+                        started: float, headers: Mapping[str, str]) -> Observation:
     health_call = client.get(f"{record.url}/health", timeout=timeout_s)
     # return_exceptions: a refused /health must not leave the /gpu-stats call running on its own.
-    health_resp, gpu = await asyncio.gather(health_call, _gpu_stats(client, record.url, timeout_s),
+    health_resp, gpu = await asyncio.gather(health_call, _gpu_stats(client, record.url, timeout_s, headers),
                                             return_exceptions=True)
     if isinstance(health_resp, BaseException):
         raise health_resp
@@ -79,12 +85,16 @@ def _not_ready(health: WorkerHealth | None, resp: httpx.Response) -> tuple[bool,
     return loading, f"{'loading' if loading else 'error'}: {message}"
 
 
-async def _gpu_stats(client: httpx.AsyncClient, url: str, timeout_s: float) -> tuple[GPUStats | None, str | None]:
+async def _gpu_stats(client: httpx.AsyncClient, url: str, timeout_s: float,
+                     headers: Mapping[str, str]) -> tuple[GPUStats | None, str | None]:
     """A worker's GPU facts, or why they could not be read; never fails the health probe."""
     try:
-        resp = await client.get(f"{url}/gpu-stats", timeout=timeout_s)
+        resp = await client.get(f"{url}/gpu-stats", headers=dict(headers), timeout=timeout_s)
     except (httpx.HTTPError, OSError) as exc:
         return None, f"gpu-stats unreachable: {_describe(exc)}"
+    if resp.status_code in (401, 403):
+        return None, (f"gpu-stats refused the registry's service token (HTTP {resp.status_code}): "
+                      "give the registry and the worker the same MODEL_SERVICE_SERVICE_TOKEN")
     stats = _parse(GPUStats, resp) if resp.status_code == 200 else None
     if stats is None:
         return None, f"gpu-stats answered HTTP {resp.status_code} without GPU stats"

@@ -1,4 +1,8 @@
-"""``/models``: list, inspect, download, import, alias and delete models and revisions."""
+"""``/models``: list, inspect, download, import, alias and delete models and revisions.
+
+Two routers, so the app can guard them differently when auth is on: ``router`` reads (the service
+token passes), ``admin_router`` changes the store (admin key only).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from model_registry.sources.folder import check_folder, folder_files, folder_fin
 from model_registry.sources.gguf import check_gguf, gguf_fingerprint, is_gguf_path
 
 router = APIRouter()
+admin_router = APIRouter()
 
 
 def split_revision_path(model_id: str, revision: str, rest: str = "") -> tuple[str, str, str]:
@@ -66,7 +71,7 @@ async def get_model(model_id: str, state: StateDep, revision: str | None = None)
     return {**record.view(), "revision": resolved, "manifest": manifest.model_dump(), "jobs": jobs}
 
 
-@router.post("/models/{model_id:path}/download", status_code=202)
+@admin_router.post("/models/{model_id:path}/download", status_code=202)
 async def download(model_id: str, state: StateDep, body: DownloadRequest | None = None) -> JSONResponse:
     validate_model_id(model_id)
     body = body or DownloadRequest()
@@ -78,7 +83,7 @@ async def download(model_id: str, state: StateDep, body: DownloadRequest | None 
     return JSONResponse(job.model_dump(), status_code=202)
 
 
-@router.post("/models/{model_id:path}/import", status_code=202)
+@admin_router.post("/models/{model_id:path}/import", status_code=202)
 async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> JSONResponse:
     validate_model_id(model_id)
     if is_gguf_path(body.path):  # a GGUF file is converted once into a folder by the job
@@ -97,7 +102,7 @@ async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> J
     return JSONResponse(job.model_dump(), status_code=202)
 
 
-@router.put("/models/{model_id:path}/aliases/{alias}")
+@admin_router.put("/models/{model_id:path}/aliases/{alias}")
 async def set_alias(model_id: str, alias: str, body: AliasRequest, state: StateDep) -> dict[str, Any]:
     validate_model_id(model_id)
     validate_alias(alias)
@@ -105,14 +110,14 @@ async def set_alias(model_id: str, alias: str, body: AliasRequest, state: StateD
     return record.view()
 
 
-@router.delete("/models/{model_id:path}/revisions/{revision}")
+@admin_router.delete("/models/{model_id:path}/revisions/{revision}")
 async def delete_revision(model_id: str, revision: str, state: StateDep) -> dict[str, Any]:
     model_id, revision, _ = split_revision_path(model_id, revision)
     record = await asyncio.to_thread(state.catalog.delete_revision, model_id, revision)
     return {"id": model_id, "revision": revision, "deleted": True, "model": record.view() if record else None}
 
 
-@router.delete("/models/{model_id:path}")
+@admin_router.delete("/models/{model_id:path}")
 async def delete_model(model_id: str, state: StateDep) -> dict[str, Any]:
     validate_model_id(model_id)
     objects = await asyncio.to_thread(state.catalog.delete_model, model_id)

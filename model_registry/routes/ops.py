@@ -1,4 +1,4 @@
-"""``/health`` and ``/metrics``."""
+"""``/health`` (open when auth is on: health checks carry no key) and ``/metrics`` (service token)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from model_registry.deps import StateDep
 from model_registry.errors import StorageError
 
 router = APIRouter()
+health_router = APIRouter()
 
 
-@router.get("/health")
+@health_router.get("/health")
 async def health(state: StateDep) -> Any:
     body: dict[str, Any] = {"status": "ok", "storage": state.store.describe(), "jobs": state.jobs.counts()}
     try:

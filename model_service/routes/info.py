@@ -1,4 +1,7 @@
-"""Read-only endpoints of the worker contract: health, model list, GPU stats, metrics."""
+"""Read-only endpoints of the worker contract: health, model list, GPU stats, metrics.
+
+``/health`` is on its own router: it stays open when auth is on (health checks carry no key).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ from common.records import CAPABILITIES, GPUStats, WorkerHealth
 from model_service.deps import WorkerDep
 
 router = APIRouter()
+health_router = APIRouter()
 
 
-@router.get("/health", response_model=WorkerHealth, responses={503: {"description": "loading or failed"}})
+@health_router.get("/health", response_model=WorkerHealth, responses={503: {"description": "loading or failed"}})
 async def health(worker: WorkerDep) -> WorkerHealth:
     """200 only once the model is loaded, so load balancers and the registry wait for it."""
     if worker.engine is None:

@@ -2,6 +2,9 @@
 
 Every view reads ``registry.snapshot`` once and answers from that one object, so an answer never mixes
 two poll rounds. Nothing here calls a worker: GPU facts are the ones the last round collected.
+
+``health_router`` stays open when auth is on (container health checks carry no key); ``router`` is
+included behind the service-token check.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from service_registry.deps import StateDep
 from service_registry.errors import ServiceNotFoundError
 
 router = APIRouter(tags=["views"])
+health_router = APIRouter(tags=["health"])
 
 
 @router.get("/services", response_model=ServiceSnapshot)
@@ -59,7 +63,7 @@ async def gpu_stats(state: StateDep) -> dict[str, Any]:
     return {"object": "list", "data": rows, "gpus": gpus, "taken_at": snapshot.taken_at}
 
 
-@router.get("/health")
+@health_router.get("/health")
 async def health(state: StateDep) -> dict[str, Any]:
     """200 whenever the registry runs; the counts say how much of the cluster is usable."""
     snapshot = state.registry.snapshot
