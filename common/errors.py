@@ -65,6 +65,12 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class RequestTimeoutError(APIError):
+    """The request body stalled or took too long to arrive; the connection is closed after the answer."""
+
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+
+
 class PayloadTooLargeError(APIError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
 
@@ -102,6 +108,7 @@ _HTTP_STATUS_TYPES: dict[int, tuple[str, str | None]] = {
     403: ("permission_error", "permission_denied"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    408: ("invalid_request_error", "request_timeout"),
     413: ("invalid_request_error", "payload_too_large"),
     415: ("invalid_request_error", "unsupported_media_type"),
     429: ("rate_limit_error", "rate_limited"),

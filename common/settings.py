@@ -7,6 +7,8 @@ import os
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.body_limit import DEFAULT_BODY_DEADLINE_S, DEFAULT_BODY_TIMEOUT_S
+
 
 class ServiceSettings(BaseSettings):
     """Common knobs. Subclasses set their own ``env_prefix`` (``GATEWAY_``, ``WORKER_``, ...)."""
@@ -20,6 +22,10 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     # Largest request body accepted, in bytes; larger ones get 413 before they are parsed.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    # A request body with no new chunk for this long, or still arriving this long after the request
+    # started, gets 408 and the connection is closed (0: no limit). Slow clients must not hold a slot.
+    body_timeout_s: float = Field(default=DEFAULT_BODY_TIMEOUT_S, ge=0)
+    body_deadline_s: float = Field(default=DEFAULT_BODY_DEADLINE_S, ge=0)
 
 
 # Values that ship in .env.example or are well-known defaults: a deployment must replace them.
