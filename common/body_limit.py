@@ -50,13 +50,14 @@ class BodyTimeout(HTTPException):
         self.error = err
 
 
-# Both errors close the connection: the rest of the body is never read, so it cannot be reused.
 def too_large(max_bytes: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"Request body is larger than the limit of {max_bytes} bytes.",
-                                headers={"Connection": "close"})
+    # The connection stays open: the server discards the rest of the body, so the client, which may
+    # still be sending, reads the answer instead of a reset connection.
+    return PayloadTooLargeError(f"Request body is larger than the limit of {max_bytes} bytes.")
 
 
 def timed_out(idle: bool, seconds: float) -> RequestTimeoutError:
+    """The connection is closed after the answer: a stalled or endless body must not keep it."""
     what = (f"no part of the request body arrived for {seconds:g} s" if idle
             else f"the request body did not arrive within {seconds:g} s")
     return RequestTimeoutError(f"Request timeout: {what}; the request was not processed.",

@@ -1,7 +1,9 @@
 """OpenAI wire types: the requests the platform accepts and the responses it sends.
 
 Requests tolerate unknown fields (clients such as Chat UI send extras); known fields are checked
-strictly so a wrong type is a 400 that names the parameter, never a 500 later on.
+strictly so a wrong type is a 400 that names the parameter, never a 500 later on. Strictly means no
+coercion either, as OpenAI's API does: ``"logprobs": false`` is not ``0``, ``"stream": "yes"`` is not
+``true`` and ``"n": true`` is not ``1``.
 """
 
 from __future__ import annotations
@@ -24,24 +26,28 @@ def now() -> int:
     return int(time.time())
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), strict=True)
 
 
 # --- chat -------------------------------------------------------------------------------------
 
 
-class TextPart(BaseModel):
+class TextPart(_Strict):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(BaseModel):
+class ImageURL(_Strict):
     url: str
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(BaseModel):
+class ImagePart(_Strict):
     type: Literal["image_url"]
     image_url: ImageURL
 
@@ -50,7 +56,7 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
@@ -68,7 +74,7 @@ class ChatMessage(BaseModel):
         return isinstance(self.content, list) and any(isinstance(p, ImagePart) for p in self.content)
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
