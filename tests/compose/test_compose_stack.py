@@ -2,6 +2,10 @@
 
 Run by ``make test-compose`` (which installs Podman, builds the base image from Debian packages and
 the project image from a host wheelhouse). Skipped when no container engine answers on DOCKER_HOST.
+
+API keys are on, as ``.env.example`` ships them, with fresh random secrets: the test talks to the
+registries and workers with the service token and to the gateway with the admin key (admin may do
+everything a user key may).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class Stack:
                                                 "MINIO_PORT", "MINIO_CONSOLE_PORT", "LLM_PORT", "TINYLLAMA_PORT",
                                                 "EMBEDDING_PORT", "MULTIMODAL_PORT", "TRANSCRIPTION_PORT")}
         self.svc_user, self.svc_password = "model-service", secrets.token_urlsafe(18)
+        self.admin_key, self.service_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         s3 = workdir / "s3.json"
         s3.write_text(json.dumps({"identities": [{
             "name": "platform", "credentials": [{"accessKey": self.svc_user, "secretKey": self.svc_password}],
@@ -96,6 +101,8 @@ class Stack:
             "MINIO_SVC_PASSWORD": self.svc_password, "LLM_MODEL": STARTER_LLM.model_id,
             "DEFAULT_CHAT_MODEL": STARTER_LLM.model_id, "EMBEDDING_MODEL": STARTER_EMBEDDING.model_id,
             "DEFAULT_EMBEDDING_MODEL": STARTER_EMBEDDING.model_id, "MODEL_SERVICE_IMAGE": IMAGE,
+            "MODEL_SERVICE_AUTH": "true", "MODEL_SERVICE_ADMIN_KEY": self.admin_key,
+            "MODEL_SERVICE_SERVICE_TOKEN": self.service_token,
         }
         lines = []
         for line in env.splitlines():
@@ -116,6 +123,16 @@ class Stack:
 
     def url(self, key: str) -> str:
         return f"http://127.0.0.1:{self.ports[key]}"
+
+    def get(self, port: str, path: str, key: str | None, timeout: float = 10) -> httpx.Response:
+        """``GET`` a published service, with ``key`` as the bearer when given."""
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(f"{self.url(port)}{path}", headers=headers, timeout=timeout)
+
+    def openai_client(self, timeout: float = 120) -> openai.OpenAI:
+        # The admin key until the test makes gateway user keys of its own.
+        return openai.OpenAI(base_url=f"{self.url('GATEWAY_PORT')}/v1", api_key=self.admin_key, max_retries=0,
+                             timeout=timeout)
 
     def up(self, *services: str) -> None:
         self.compose("up", "-d", "--no-build", "--no-deps", "--no-recreate", *services, timeout=UP_TIMEOUT_S)
@@ -162,7 +179,7 @@ def wait_for(predicate, timeout: float, what: str, stack: Stack) -> None:
 
 
 def models_listed(stack: Stack) -> bool:
-    data = httpx.get(f"{stack.url('GATEWAY_PORT')}/v1/models", timeout=5).json()["data"]
+    data = stack.get("GATEWAY_PORT", "/v1/models", stack.admin_key, timeout=5).json()["data"]
     return {STARTER_LLM.model_id, STARTER_EMBEDDING.model_id} <= {m["id"] for m in data}
 
 
@@ -190,7 +207,7 @@ def stack(tmp_path_factory):
 
 
 def test_streamed_chat_and_embeddings_through_the_gateway(stack):
-    client = openai.OpenAI(base_url=f"{stack.url('GATEWAY_PORT')}/v1", api_key="unused", max_retries=0, timeout=120)
+    client = stack.openai_client()
     chunks = list(client.chat.completions.create(
         model=STARTER_LLM.model_id, messages=[{"role": "user", "content": "What is the capital of France?"}],
         temperature=0, max_tokens=16, stream=True, stream_options={"include_usage": True},
@@ -203,18 +220,38 @@ def test_streamed_chat_and_embeddings_through_the_gateway(stack):
 
 
 def test_services_and_gpu_stats(stack):
-    services = httpx.get(f"{stack.url('GATEWAY_PORT')}/services", timeout=10)
+    services = stack.get("GATEWAY_PORT", "/services", stack.service_token)
     assert services.status_code == 200
     assert STARTER_LLM.model_id in services.text and STARTER_EMBEDDING.model_id in services.text
-    gpu = httpx.get(f"{stack.url('GATEWAY_PORT')}/gpu-stats", timeout=30)
+    gpu = stack.get("GATEWAY_PORT", "/gpu-stats", stack.service_token, timeout=30)
     assert gpu.status_code == 200
-    registry_gpu = httpx.get(f"{stack.url('SERVICE_REGISTRY_PORT')}/gpu-stats", timeout=30)
+    registry_gpu = stack.get("SERVICE_REGISTRY_PORT", "/gpu-stats", stack.service_token, timeout=30)
     assert registry_gpu.status_code == 200
+    # The registry read the workers' /gpu-stats with the token: each row is a reading or "no GPU".
+    assert registry_gpu.json()["data"] and "refused" not in registry_gpu.text
+
+
+def test_every_service_wants_a_key(stack):
+    wrong = secrets.token_urlsafe(32)
+    for port, path in (("SERVICE_REGISTRY_PORT", "/services"), ("MODEL_REGISTRY_PORT", "/models"),
+                       ("LLM_PORT", "/v1/models"), ("EMBEDDING_PORT", "/metrics"), ("GATEWAY_PORT", "/v1/models")):
+        for key in (None, wrong):
+            resp = stack.get(port, path, key)
+            assert resp.status_code == 401, f"{port} {path}: {resp.status_code} {resp.text}"
+            assert resp.json()["error"]["type"] == "authentication_error" and wrong not in resp.text
+        assert stack.get(port, "/health", None).status_code == 200
+    assert stack.get("LLM_PORT", "/v1/models", stack.service_token).json()["data"][0]["id"] == STARTER_LLM.model_id
+    listed = stack.get("MODEL_REGISTRY_PORT", "/models", stack.service_token).json()["data"]
+    assert {STARTER_LLM.model_id, STARTER_EMBEDDING.model_id} <= {m["id"] for m in listed}
+    # Changing the store takes the admin key: the service token gets 403 (and nothing is deleted).
+    denied = httpx.delete(f"{stack.url('MODEL_REGISTRY_PORT')}/models/{STARTER_LLM.model_id}",
+                          headers={"authorization": f"Bearer {stack.service_token}"}, timeout=10)
+    assert denied.status_code == 403 and denied.json()["error"]["type"] == "permission_error"
 
 
 def test_restarted_worker_rejoins(stack):
     stack.compose("restart", "embedding", timeout=120)
-    client = openai.OpenAI(base_url=f"{stack.url('GATEWAY_PORT')}/v1", api_key="unused", max_retries=0, timeout=60)
+    client = stack.openai_client(timeout=60)
 
     def embeds() -> bool:
         try:
@@ -223,6 +260,6 @@ def test_restarted_worker_rejoins(stack):
             return False
 
     wait_for(embeds, 180, "the restarted embedding worker to serve again", stack)
-    registry = httpx.get(f"{stack.url('SERVICE_REGISTRY_PORT')}/services", timeout=10).json()
+    registry = stack.get("SERVICE_REGISTRY_PORT", "/services", stack.service_token).json()
     statuses = {s["models"][0]: s["status"] for s in registry["data"]}
     assert statuses[STARTER_EMBEDDING.model_id] == "healthy"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -71,11 +72,45 @@ def test_standard_stack_services_and_ports():
     assert services["gateway"]["environment"]["GATEWAY_REGISTRY_URL"] == "http://service-registry:8070"
 
 
+AUTH_VARIABLES = ("MODEL_SERVICE_AUTH", "MODEL_SERVICE_ADMIN_KEY", "MODEL_SERVICE_SERVICE_TOKEN")
+
+
+@pytest.mark.parametrize("files", COMBINATIONS, ids=lambda fs: "+".join(f.removesuffix(".yml") for f in fs))
+def test_every_platform_service_gets_the_api_keys(files):
+    """Gateway, both registries and every worker (all profiles) get the same three auth variables."""
+    example = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    assert example["MODEL_SERVICE_AUTH"] == "true"  # on by default in the compose stacks
+    assert all("change-me" in example[v] for v in AUTH_VARIABLES[1:])  # refused outside dev
+    services = rendered(files, "multimodal", "transcription")["services"]
+    platform = {name for name, s in services.items() if (s.get("command") or [""])[0] == "model-service"}
+    assert {"gateway", "model-registry", "service-registry", "llm", "embedding", "multimodal",
+            "transcription"} <= platform
+    for name in platform:
+        env = services[name]["environment"]
+        assert {v: env.get(v) for v in AUTH_VARIABLES} == {v: example[v] for v in AUTH_VARIABLES}, name
+
+
+def test_auth_is_on_even_without_its_env_line(tmp_path):
+    env_file = tmp_path / "old.env"  # a .env copied before MODEL_SERVICE_AUTH existed
+    env_file.write_text("".join(line for line in (ROOT / ".env.example").read_text().splitlines(keepends=True)
+                                if not line.startswith("MODEL_SERVICE_AUTH=")))
+    argv = [COMPOSE, "--project-directory", str(ROOT), "--env-file", str(env_file), "-f",
+            str(ROOT / "docker-compose.yml"), "config", "--format", "json"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SERVICE_")}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["gateway"]["environment"]["MODEL_SERVICE_AUTH"] == "true"
+
+
 def test_chatui_points_at_the_gateway():
     services = rendered(["docker-compose.yml", "docker-compose.chatui.yml"])["services"]
     assert services["chat-ui"]["image"].endswith(":0.8.4")
     template = (ROOT / "chatui.env.template").read_text()
     assert "ENABLE_COMMUNITY_MODELS=false" in template and "PUBLIC_APP_NAME=" in template
+    # Chat UI calls the gateway with a user key made for it, never the admin key or the service token.
+    assert "model-service keys create --name chatui" in template
+    assert re.search(r"^OPENAI_API_KEY=change-me", template, re.M)
+    assert "MODEL_SERVICE_ADMIN_KEY" not in template and "MODEL_SERVICE_SERVICE_TOKEN" not in template
     models = json.loads(re.search(r"MODELS=`(.*?)`", template, re.S).group(1))
     assert all(m["endpoints"][0]["baseURL"] == "http://gateway:8080/v1" for m in models)
     assert [m["name"] for m in models if m.get("multimodal")] == ["llava-hf/llava-1.5-7b-hf"]
