@@ -8,6 +8,7 @@ coercion either, as OpenAI's API does: ``"logprobs": false`` is not ``0``, ``"st
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -299,3 +300,52 @@ def _dumps(obj: dict[str, Any]) -> str:
     import json
 
     return json.dumps(obj, separators=(",", ":"))
+
+
+# --- OpenAPI documents ------------------------------------------------------------------------
+# The gateway passes bodies through without parsing them, so FastAPI cannot see what they hold; these
+# give its routes a documented request body all the same (clients' generators, schemathesis).
+
+AUDIO_RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with every ``$ref`` replaced by its definition: self-contained, so it
+    can sit inside any OpenAPI operation whatever the document's components hold."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            return resolve(copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]]))
+        # A discriminator's mapping names $refs; the inlined oneOf's `const` types say the same.
+        return {key: resolve(value) for key, value in node.items() if key != "discriminator"}
+
+    return resolve(schema)
+
+
+def openapi_json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose JSON body is ``model``."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(model)}}}}
+
+
+def openapi_audio_body(task: Literal["transcribe", "translate"]) -> dict[str, Any]:
+    """``openapi_extra`` for ``/v1/audio/transcriptions`` or ``/translations``: OpenAI's multipart form."""
+    properties: dict[str, Any] = {
+        "file": {"type": "string", "format": "binary", "description": "The audio file (wav, mp3, flac, ...)."},
+        "model": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string", "enum": list(AUDIO_RESPONSE_FORMATS), "default": "json"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+    }
+    if task == "transcribe":
+        properties["language"] = {"type": "string", "description": "ISO-639-1 code of the spoken language."}
+        properties["timestamp_granularities[]"] = {
+            "type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
+            "description": "Needs response_format verbose_json."}
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}

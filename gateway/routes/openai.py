@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from common.protocol import ModelCard, ModelList
+from common.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+    openapi_audio_body,
+    openapi_json_body,
+)
 from common.records import CAPABILITIES
 from gateway.circuit import Circuit
 from gateway.deps import StateDep
@@ -19,27 +27,27 @@ from gateway.upstreams import Snapshot
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=openapi_json_body(ChatCompletionRequest))
 async def chat_completions(request: Request, state: StateDep) -> Response:
     return await forward(state, request, CHAT, state.settings.default_chat_model)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=openapi_json_body(CompletionRequest))
 async def completions(request: Request, state: StateDep) -> Response:
     return await forward(state, request, COMPLETIONS, state.settings.default_chat_model)
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", openapi_extra=openapi_json_body(EmbeddingRequest))
 async def embeddings(request: Request, state: StateDep) -> Response:
     return await forward(state, request, EMBEDDINGS, state.settings.default_embedding_model)
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", openapi_extra=openapi_audio_body("transcribe"))
 async def audio_transcriptions(request: Request, state: StateDep) -> Response:
     return await forward(state, request, TRANSCRIPTIONS, state.settings.default_transcription_model)
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", openapi_extra=openapi_audio_body("translate"))
 async def audio_translations(request: Request, state: StateDep) -> Response:
     return await forward(state, request, TRANSLATIONS, state.settings.default_transcription_model)
 
