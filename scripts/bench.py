@@ -8,19 +8,26 @@ Chat (streamed, temperature 0): TTFT p50/p95/p99, inter-token latency, output to
 errors; baselines: static batched ``model.generate()`` at the same batch size (ceiling) and the same
 worker run one request at a time (``WORKER_MAX_BATCH_SIZE=1``). Embeddings (one sentence per
 request): items/s and latency p50/p95/p99, direct and through the gateway; baseline: raw
-sentence-transformers ``encode`` at batch 32. Gateway overhead: the fake engine direct vs through
-the gateway. Writes JSON, a markdown table and a PNG plot. Figures, not pass/fail: never a CI gate.
+sentence-transformers ``encode`` at batch 32; peer: infinity-emb on the same model folder. Gateway
+overhead: the fake engine direct vs through the gateway; peer: the LiteLLM proxy in front of the same
+worker. Peers run from their own venvs under ``--peers-dir`` (``scripts/bench-peers-setup.sh``) and
+are skipped with a note when missing. Embedding and gateway targets are measured interleaved (each
+level: every target in turn, ``--rounds`` times), so a change in the machine's load hits them alike.
+Writes JSON, a markdown table and a PNG plot. Figures, not pass/fail: never a CI gate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_load next to this file, however run
 import bench_load as bl
+import bench_peers
 from bench_report import markdown, plot
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -51,7 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--embed-per-client", type=int, default=8, help="embedding requests per client per level")
     p.add_argument("--fake-requests", type=int, default=300, help="requests for the gateway-overhead test")
     p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: chat,embeddings,gateway,ceilings")
+    p.add_argument("--embedding-batch-size", type=int, default=32,
+                   help="max embedding batch, for our worker and infinity-emb alike")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds per level for the embedding and gateway parts (samples pooled)")
+    p.add_argument("--peers-dir", default=str(REPO / ".bench-peers"),
+                   help="folder with the peers' venvs (infinity/, litellm/) made by scripts/bench-peers-setup.sh")
+    p.add_argument("--skip", default="",
+                   help="comma-separated parts to skip: chat,embeddings,gateway,ceilings,infinity,litellm")
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, bench.png")
     return p.parse_args(argv)
 
@@ -62,6 +79,34 @@ def sweep(label: str, one: Any, levels: list[int], per_client: int) -> list[dict
         for level in levels:
             rows.append(asyncio.run(bl.sweep_level(one, level, per_client, bar)))
     return rows
+
+
+def interleaved(label: str, targets: dict[str, Any], levels: list[int], per_client: Callable[[int], int],
+                rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Each level: every target in turn (order rotated per round), ``rounds`` times; a target's samples
+    over the rounds are pooled into one row (rate = requests over the sum of the rounds' wall times)."""
+    names = list(targets)
+    out: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for name in names:  # warm-up, not counted: first connections, lazy imports, first batch
+        asyncio.run(bl.run_level(targets[name], 4, 2, tqdm(disable=True)))
+    total = sum(per_client(c) * c for c in levels) * len(names) * rounds
+    with tqdm(total=total, desc=label, unit="req") as bar:
+        for level in levels:
+            pooled: dict[str, list[bl.Sample]] = {n: [] for n in names}
+            walls: dict[str, list[float]] = {n: [] for n in names}
+            rates: dict[str, list[float | None]] = {n: [] for n in names}
+            for r in range(rounds):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    samples = asyncio.run(bl.run_level(targets[name], level, per_client(level), bar))
+                    wall = bl.wall_of(samples)
+                    pooled[name] += samples
+                    walls[name].append(wall)
+                    rates[name].append(round(sum(s.error is None for s in samples) / wall, 2) if wall else None)
+            load = round(os.getloadavg()[0], 2)
+            for name in names:
+                out[name].append({"concurrency": level, **bl.summarize(pooled[name], sum(walls[name])),
+                                  "requests_per_s_rounds": rates[name], "load_avg_1m": load})
+    return out
 
 
 def ceilings(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
@@ -106,7 +151,9 @@ def start_servers(servers: bl.Servers, args: argparse.Namespace) -> dict[str, st
     if "embeddings" not in args.skip:
         urls["embedding"] = servers.start("embedding", ["worker", "--model-type", "embedding", "--model-name",
                                                         args.embedding_model, "--model-path",
-                                                        str(prepare(STARTER_EMBEDDING))], common, free_port())
+                                                        str(prepare(STARTER_EMBEDDING))],
+                                          {**common, "WORKER_EMBEDDING_MAX_BATCH_SIZE": str(args.embedding_batch_size)},
+                                          free_port())
     if "gateway" not in args.skip:
         urls["fake"] = servers.start("fake", ["worker", "--engine", "fake", "--model-type", "llm",
                                               "--model-name", "fake-model"], common, free_port())
@@ -147,18 +194,43 @@ def measure(args: argparse.Namespace, urls: dict[str, str], levels: list[int]) -
             res["chat_one_at_a_time"] = sweep("chat one-at-a-time", lambda c: bl_chat(c, urls["llm_one"]),
                                               base_levels, args.chat_per_client)
     if "embeddings" not in args.skip:
-        emb = partial(bl.embed_once, model=args.embedding_model)
-        res["embeddings_gateway"] = sweep("embeddings via gateway", lambda c: emb(c, gw), levels,
-                                          args.embed_per_client)
-        if "embedding" in urls:
-            res["embeddings_direct"] = sweep("embeddings direct", lambda c: emb(c, urls["embedding"]), levels,
-                                             args.embed_per_client)
+        res.update(measure_embeddings(args, urls, gw, levels))
     if "gateway" not in args.skip and "fake" in urls:
-        fake = partial(bl.fake_chat_once, model="fake-model")
-        res["fake_direct"] = sweep("fake direct", lambda c: fake(c, urls["fake"]), [1, 16],
-                                   args.fake_requests // 16)
-        res["fake_gateway"] = sweep("fake via gateway", lambda c: fake(c, gw), [1, 16], args.fake_requests // 16)
+        res.update(measure_gateway(args, urls, gw))
     return res
+
+
+def measure_embeddings(args: argparse.Namespace, urls: dict[str, str], gw: str,
+                       levels: list[int]) -> dict[str, Any]:
+    """Our worker direct, through our gateway, and infinity-emb on the same folder, interleaved."""
+    from stack.starters import STARTER_EMBEDDING, prepare
+
+    emb = partial(bl.embed_once, model=args.embedding_model)
+    targets: dict[str, Any] = {"embeddings_gateway": lambda c: emb(c, gw)}
+    if "embedding" in urls:
+        targets["embeddings_direct"] = lambda c: emb(c, urls["embedding"])
+    peer = None
+    if "infinity" not in args.skip and urls:
+        peer = args.peers.infinity(prepare(STARTER_EMBEDDING), args.embedding_model, args.embedding_batch_size,
+                                   free_port())
+    with peer or contextlib.nullcontext(None) as infinity_url:
+        if infinity_url:
+            targets["embeddings_infinity"] = lambda c: emb(c, infinity_url)
+        return interleaved("embeddings", targets, levels, lambda _: args.embed_per_client, args.rounds)
+
+
+def measure_gateway(args: argparse.Namespace, urls: dict[str, str], gw: str) -> dict[str, Any]:
+    """The fake-engine worker direct, through our gateway, and through the LiteLLM proxy, interleaved."""
+    fake = partial(bl.fake_chat_once, model="fake-model")
+    targets: dict[str, Any] = {"fake_direct": lambda c: fake(c, urls["fake"]), "fake_gateway": lambda c: fake(c, gw)}
+    peer = None
+    if "litellm" not in args.skip:
+        peer = args.peers.litellm("fake-model", urls["fake"], free_port())
+    with peer or contextlib.nullcontext(None) as litellm_url:
+        if litellm_url:
+            targets["fake_litellm"] = lambda c: fake(c, litellm_url)
+        return interleaved("gateway overhead", targets, [1, 16], lambda c: max(1, args.fake_requests // c),
+                           args.rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,17 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args),
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "machine": _machine()}
-    if "ceilings" not in args.skip and not args.base_url:
-        results["ceilings"] = ceilings(args, levels)
     servers = bl.Servers(Path(tempfile.mkdtemp(prefix="bench-logs-")))
+    peers = args.peers = bench_peers.Peers(servers, Path(args.peers_dir))
+    if args.base_url:
+        peers.note("peers are started only beside servers this harness starts: skipped with --base-url")
+    results["peers"] = {"dir": args.peers_dir, "versions": peers.versions(), "notes": peers.notes}
     try:
-        urls = {} if args.base_url else start_servers(servers, args)
-        results.update(measure(args, urls, levels))
+        with bl.LoadSampler() as load:
+            if "ceilings" not in args.skip and not args.base_url:
+                results["ceilings"] = ceilings(args, levels)
+            urls = {} if args.base_url else start_servers(servers, args)
+            results.update(measure(args, urls, levels))
     finally:
         servers.stop()
+    results["machine"]["load_avg_during"] = load.summary()
     results["duration_s"] = round(time.time() - started, 1)
+    results["args"] = {k: v for k, v in vars(args).items() if k != "peers"}
 
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
@@ -189,11 +268,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _machine() -> dict[str, Any]:
-    import os
     import platform
 
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "load_avg_at_start": os.getloadavg()}
+            "load_avg_at_start": [round(v, 2) for v in os.getloadavg()]}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,17 @@ def pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def summarize(samples: list[Sample]) -> dict[str, Any]:
-    """Aggregate figures for one concurrency level (times in ms, rates per second of wall time)."""
+def wall_of(samples: list[Sample]) -> float:
+    return (max(s.end for s in samples) - min(s.start for s in samples)) if samples else 0.0
+
+
+def summarize(samples: list[Sample], wall: float | None = None) -> dict[str, Any]:
+    """Aggregate figures for one concurrency level (times in ms, rates per second of wall time).
+
+    ``wall`` is given when the samples come from several rounds: the sum of the rounds' wall times.
+    """
     ok = [s for s in samples if s.error is None]
-    wall = (max(s.end for s in samples) - min(s.start for s in samples)) if samples else 0.0
+    wall = wall_of(samples) if wall is None else wall
     lat = [(s.end - s.start) * 1000 for s in ok]
     ttft = [s.ttft * 1000 for s in ok if s.ttft is not None]
     gaps = [g * 1000 for s in ok for g in s.gaps]
@@ -129,6 +137,11 @@ async def fake_chat_once(client: httpx.AsyncClient, base: str, model: str) -> Sa
 
 async def sweep_level(one: Any, concurrency: int, per_client: int, bar: Any) -> dict[str, Any]:
     """``concurrency`` clients, each sending ``per_client`` requests back to back."""
+    return {"concurrency": concurrency, **summarize(await run_level(one, concurrency, per_client, bar))}
+
+
+async def run_level(one: Any, concurrency: int, per_client: int, bar: Any) -> list[Sample]:
+    """The samples of ``concurrency`` clients, each sending ``per_client`` requests back to back."""
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     timeout = httpx.Timeout(connect=10, read=600, write=30, pool=600)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
@@ -140,7 +153,7 @@ async def sweep_level(one: Any, concurrency: int, per_client: int, bar: Any) -> 
             return out
 
         groups = await asyncio.gather(*(user() for _ in range(concurrency)))
-    return {"concurrency": concurrency, **summarize([s for g in groups for s in g])}
+    return [s for g in groups for s in g]
 
 
 # --- in-process ceilings -----------------------------------------------------------------------
@@ -168,41 +181,83 @@ def raw_encode(model: Any, count: int, batch: int) -> float:
 
 # --- loopback server processes --------------------------------------------------------------------
 class Servers:
-    """Worker and gateway processes started by the harness, each in its own process group."""
+    """Processes started by the harness (workers, gateway, peers), each in its own process group."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, args: list[str], env: dict[str, str], port: int) -> str:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "stack", *args, "--host", "127.0.0.1", "--port", str(port),
-                                 "--log-level", "warning"], env={**os.environ, **env}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
+        """A ``model-service`` subcommand (worker, gateway) on ``port``; returns its base URL."""
+        self.spawn(name, [sys.executable, "-m", "stack", *args, "--host", "127.0.0.1", "--port", str(port),
+                          "--log-level", "warning"], env)
         return f"http://127.0.0.1:{port}"
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=cwd)
 
     def wait_ready(self, urls: list[str], timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                    raise RuntimeError(f"{url} did not become ready; see logs in {self.log_dir}")
-                time.sleep(0.25)
+            self.wait_url(None, f"{url}/health", deadline - time.monotonic())
 
-    def stop(self) -> None:
-        for proc in self.procs:
+    def wait_url(self, name: str | None, url: str, timeout_s: float) -> None:
+        """Poll ``url`` until it answers 200; fail early when ``name`` (or any process) has exited."""
+        deadline = time.monotonic() + timeout_s
+        watched = [self.procs[name]] if name else list(self.procs.values())
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if any(p.poll() is not None for p in watched):
+                raise RuntimeError(f"{name or 'a server'} exited before {url} was ready; see logs in {self.log_dir}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} was not ready within {timeout_s:.0f} s; see logs in {self.log_dir}")
+            time.sleep(0.25)
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one process (by name) or all of them: SIGTERM to its group, SIGKILL after 15 s."""
+        names = [name] if name else list(self.procs)
+        procs = [self.procs.pop(n) for n in names if n in self.procs]
+        for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
+        for proc in procs:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        self.procs.clear()
+
+
+class LoadSampler:
+    """Samples the 1-minute load average every ``every_s`` seconds while the run goes on (a thread)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        values = self.samples or [os.getloadavg()[0]]
+        return {"every_s": self.every_s, "samples": len(values), "min_1m": round(min(values), 2),
+                "median_1m": round(float(np.median(values)), 2), "max_1m": round(max(values), 2),
+                "end": [round(v, 2) for v in os.getloadavg()]}
