@@ -106,9 +106,13 @@ class JobRunner:
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(("queued", "running", "done", "failed"), 0)
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):  # a copy: metrics read this from a scrape thread
             out[job.state] += 1
         return out
+
+    def running(self) -> list[JobRecord]:
+        """Jobs storing files now; their ``bytes_done``/``bytes_total`` are the live progress."""
+        return [job for job in list(self.jobs.values()) if job.state == "running"]
 
     async def wait(self, job_id: str) -> JobRecord:
         """Wait until a job finishes (callers bound it with ``asyncio.timeout``)."""

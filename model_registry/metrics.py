@@ -1,47 +1,82 @@
 """Prometheus metrics on a per-app registry (two apps in one process never share a metric).
 
-Job counts and stored bytes are read at scrape time from the job runner and the catalog, so the
-numbers are right after a restart without any bookkeeping.
+Job counts, running jobs' progress, models and stored bytes are read at scrape time from the job
+runner and the catalog, so the numbers are right after a restart without any bookkeeping (the catalog
+reads the store: ``/metrics`` renders in a thread). Names follow the platform's convention
+(docs/MONITORING.md): ``model_registry_`` prefix, base units, ``_total`` counters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.metrics import LATENCY_BUCKETS
 from model_registry.catalog import Catalog
 from model_registry.jobs import JobRunner
+from model_registry.records import JobRecord, ModelRecord
+
+PREFIX = "model_registry"
 
 
-class _StateCollector(Collector):
-    def __init__(self, catalog: Catalog, jobs: JobRunner) -> None:
-        self.catalog = catalog
-        self.jobs = jobs
+class StateCollector(Collector):
+    """Job, model and storage gauges from the live job runner and catalog (nothing until bound)."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs = GaugeMetricFamily("model_registry_jobs", "Jobs known to this registry, by state", labels=["state"])
-        for state, count in self.jobs.counts().items():
-            jobs.add_metric([state], count)
-        yield jobs
-        models = self.catalog.list_models()
-        yield GaugeMetricFamily("model_registry_models", "Models with a model.json", value=len(models))
-        yield GaugeMetricFamily("model_registry_stored_bytes", "Bytes in complete revisions",
-                                value=sum(r.size for m in models for r in m.revisions))
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self.jobs: JobRunner | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(_families({}, [], []))
+
+    def collect(self) -> Iterator[Metric]:
+        if self.catalog is None or self.jobs is None:
+            return iter(())
+        return iter(_families(self.jobs.counts(), self.jobs.running(), self.catalog.list_models()))
+
+
+def _families(counts: dict[str, int], running: list[JobRecord], models: list[ModelRecord]) -> list[Metric]:
+    jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs known to this registry, by state.", labels=["state"])
+    for state, count in counts.items():
+        jobs.add_metric([state], count)
+    done = GaugeMetricFamily(f"{PREFIX}_job_progress_bytes", "Bytes a running job has stored so far.",
+                             labels=["job", "model"])
+    total = GaugeMetricFamily(f"{PREFIX}_job_total_bytes",
+                              "Bytes a running job will store in all (0 until the source has said).",
+                              labels=["job", "model"])
+    for job in running:
+        done.add_metric([job.id, job.model_id], job.bytes_done)
+        total.add_metric([job.id, job.model_id], job.bytes_total)
+    return [
+        jobs, done, total,
+        GaugeMetricFamily(f"{PREFIX}_models", "Models with a model.json in the store.", value=len(models)),
+        GaugeMetricFamily(f"{PREFIX}_stored_bytes", "Bytes in complete revisions.",
+                          value=sum(r.size for m in models for r in m.revisions)),
+    ]
 
 
 class RegistryMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.files_served = Counter("model_registry_files_served", "Files streamed to clients",
-                                    registry=self.registry)
-        self._state: _StateCollector | None = None
+        self.registry = r = CollectorRegistry()
+        self.files_served = Counter(f"{PREFIX}_files_served_total", "Model files streamed to clients.",
+                                    registry=r)
+        # Fed by ``common.metrics.RequestMetricsMiddleware(app, observe=metrics.observe_request)``.
+        self.requests = Counter(f"{PREFIX}_requests_total", "Requests answered, by endpoint and status.",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram(f"{PREFIX}_request_duration_seconds",
+                                 "Time from request to the last byte of the answer, by endpoint.",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.state = StateCollector()
+        r.register(self.state)
 
     def bind(self, catalog: Catalog, jobs: JobRunner) -> None:
         """Attach the live state (in the lifespan, once the store is open)."""
-        if self._state is not None:
-            self.registry.unregister(self._state)
-        self._state = _StateCollector(catalog, jobs)
-        self.registry.register(self._state)
+        self.state.catalog, self.state.jobs = catalog, jobs
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        if endpoint not in ("/health", "/metrics"):  # polled every few seconds; would drown the traffic
+            self.requests.labels(endpoint, str(status)).inc()
+            self.latency.labels(endpoint).observe(seconds)

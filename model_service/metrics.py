@@ -1,65 +1,97 @@
-"""Prometheus metrics on a per-app registry (never the process-global one, so several apps, e.g.
-in tests, never collide), plus a pure-ASGI middleware that times every request by route template."""
+"""A worker's Prometheus metrics, on a per-app registry (never the process-global one, so several apps,
+e.g. in tests, never collide). Names and labels follow the platform's convention (docs/MONITORING.md):
+``worker_`` prefix, base units, ``_total`` counters, and ``model`` / ``endpoint`` / ``status`` / ``gpu``.
+
+A worker serves one model, so every ``model`` label holds the configured model name and nothing a
+client sends. Requests are counted by the middleware for the OpenAI routes (``/v1/...``) and for
+requests no route matched; the operator routes (``/health``, ``/gpu-stats``, ``/metrics``) are polled
+every few seconds and would drown the traffic, so they are not counted.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp
 
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+from common.metrics import (
+    BATCH_BUCKETS,
+    LATENCY_BUCKETS,
+    TTFT_BUCKETS,
+    UNMATCHED,
+    GPUCollector,
+    RequestMetricsMiddleware,
+)
+
+T = TypeVar("T")
 
 
 class WorkerMetrics:
     def __init__(self, model: str) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r, labels = self.registry, ["route", "method", "status"]
-        self.requests = Counter("worker_requests", "HTTP requests answered", labels, registry=r)
-        self.latency = Histogram("worker_request_duration_seconds", "Time to the end of the response",
-                                 ["route", "method"], buckets=_BUCKETS, registry=r)
-        self.prompt_tokens = Counter("worker_prompt_tokens", "Prompt (input) tokens processed", registry=r)
-        self.completion_tokens = Counter("worker_completion_tokens", "Completion tokens generated", registry=r)
-        self.queue_depth = Gauge("worker_queue_depth", "Requests waiting for an engine slot", registry=r)
-        self.in_flight = Gauge("worker_requests_in_flight", "Requests holding an engine slot", registry=r)
-        self.model_loaded = Gauge("worker_model_loaded", "1 when the model is loaded and ready",
-                                  ["model"], registry=r)
-        self.model_loaded.labels(model=model).set(0)
         self.model = model
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("worker_requests_total", "Requests answered, by model, endpoint and status.",
+                                ["model", "endpoint", "status"], registry=r)
+        self.latency = Histogram("worker_request_duration_seconds",
+                                 "Time from request to the last byte of the answer, by model and endpoint.",
+                                 ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("worker_time_to_first_token_seconds",
+                              "Streamed chat/text completions: time from request to the first generated text.",
+                              ["model"], buckets=TTFT_BUCKETS, registry=r).labels(model)
+        # Bound to this worker's model: call sites only say how many.
+        self.prompt_tokens = Counter("worker_prompt_tokens_total", "Prompt (input) tokens processed.",
+                                     ["model"], registry=r).labels(model)
+        self.completion_tokens = Counter("worker_completion_tokens_total", "Completion tokens generated.",
+                                         ["model"], registry=r).labels(model)
+        self.queue_depth = Gauge("worker_queue_depth", "Requests waiting for an engine slot.", ["model"],
+                                 registry=r).labels(model)
+        self.in_flight = Gauge("worker_in_flight_requests", "Requests holding an engine slot.", ["model"],
+                               registry=r).labels(model)
+        self.model_loaded = Gauge("worker_model_loaded", "1 when the model is loaded and ready, else 0.",
+                                  ["model"], registry=r).labels(model)
+        self.batch_size = Histogram("worker_batch_size",
+                                    "Rows per engine step: sequences per llm decode step, inputs per "
+                                    "embedding encode.", ["model"], buckets=BATCH_BUCKETS, registry=r).labels(model)
+        self.model_loaded.set(0)
+        # worker_gpu_*{gpu}: read through NVML at scrape time, absent on a host without a GPU.
+        self.gpu = GPUCollector("worker")
+        r.register(self.gpu)
 
     def set_loaded(self, loaded: bool) -> None:
-        self.model_loaded.labels(model=self.model).set(1 if loaded else 0)
+        self.model_loaded.set(1 if loaded else 0)
 
     def watch_admission(self, running: Callable[[], int], waiting: Callable[[], int]) -> None:
         """Gauges read the admission counters at scrape time, so they can never drift."""
         self.in_flight.set_function(lambda: float(running()))
         self.queue_depth.set_function(lambda: float(waiting()))
 
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        if endpoint.startswith("/v1/") or endpoint == UNMATCHED:
+            self.requests.labels(self.model, endpoint, str(status)).inc()
+            self.latency.labels(self.model, endpoint).observe(seconds)
 
-class MetricsMiddleware:
+    async def first_token(self, events: AsyncIterator[T], started: float) -> AsyncIterator[T]:
+        """``events`` unchanged; the first one (the first generated text of any choice) is timed from
+        ``started``. Closing this iterator closes ``events``."""
+        async with aclosing(events):  # type: ignore[type-var]
+            first = True
+            async for event in events:
+                if first:
+                    first = False
+                    self.ttft.observe(time.perf_counter() - started)
+                yield event
+
+    def render(self) -> bytes:
+        """The exposition text; reads NVML, so async callers run it in a thread."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware(RequestMetricsMiddleware):
+    """``app.add_middleware(MetricsMiddleware, metrics=...)``: the shared middleware feeding this worker."""
+
     def __init__(self, app: ASGIApp, metrics: WorkerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(route=name, method=method, status=str(status)).inc()
-            self.metrics.latency.labels(route=name, method=method).observe(time.perf_counter() - start)
+        super().__init__(app, metrics.observe_request)

@@ -46,6 +46,7 @@ class Worker:
             self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
                                           follow_redirects=True)
         if self._given is not None:
+            self._given.batch_observer = self.metrics.batch_size.observe
             self.engine, self.status = self._given, "ok"
             self.metrics.set_loaded(True)
             return
@@ -78,6 +79,7 @@ class Worker:
     def _build_and_load(self) -> Engine:
         # With model_source=store this fetches and verifies the files first (in this load thread).
         engine = build_engine(prepare_model_files(self.settings))
+        engine.batch_observer = self.metrics.batch_size.observe
         try:
             engine.load()
         except BaseException:

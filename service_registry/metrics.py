@@ -1,43 +1,88 @@
 """Prometheus metrics of one registry app, in its own :class:`CollectorRegistry`.
 
-Per-app (not the process-wide default) so tests can build many apps in one process. The service
-label only carries ids the registry accepted, never anything a client can invent per request.
+Per-app (not the process-wide default) so tests can build many apps in one process. Events (probes,
+registrations, poll rounds) are counters; everything the snapshot knows (how many services in which
+status, which replica is healthy, the GPU readings the last round collected) is read from the latest
+snapshot when Prometheus scrapes, so no gauge can drift from what ``/services`` answers. Labels only
+carry what the registry accepted (a registered URL, its models), never anything a client sends per
+request. Names follow the platform's convention (docs/MONITORING.md).
 """
 
 from __future__ import annotations
 
 from collections import Counter as _Tally
+from collections.abc import Callable, Iterator
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from common.records import ServiceSnapshot, ServiceStatus
+from common.metrics import PROBE_BUCKETS, gpu_families
+from common.records import ServiceKind, ServiceRecord, ServiceSnapshot, ServiceStatus
+from service_registry.health import Observation
+
+PREFIX = "service_registry"
+
+
+class SnapshotCollector(Collector):
+    """Gauges computed from one snapshot at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], ServiceSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families(ServiceSnapshot()))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(self._snapshot()))
+
+    @staticmethod
+    def _families(snapshot: ServiceSnapshot) -> list[Metric]:
+        services = GaugeMetricFamily(f"{PREFIX}_services", "Known services, by status and kind.",
+                                     labels=["status", "kind"])
+        tally = _Tally((s.status, s.kind) for s in snapshot.data)
+        for status in get_args(ServiceStatus):  # every combination, so a state nobody is in reads 0
+            for kind in get_args(ServiceKind):
+                services.add_metric([status, kind], tally.get((status, kind), 0))
+        healthy = GaugeMetricFamily(f"{PREFIX}_replica_healthy",
+                                    "1 when the replica is healthy (routable) for the model, else 0.",
+                                    labels=["replica", "model"])
+        for record in snapshot.data:
+            for model in record.models:
+                healthy.add_metric([record.url, model], 1.0 if record.status == "healthy" else 0.0)
+        gpus = gpu_families(PREFIX, ["replica", "gpu"],
+                            (((record.url, str(g.index)), g) for record in snapshot.data for g in record.gpus))
+        return [services, healthy, *gpus]
 
 
 class RegistryMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.services = Gauge("registry_services", "Known services, by status and kind.", ["status", "kind"],
-                              registry=self.registry)
         self.probe_latency = Histogram(
-            "registry_probe_duration_seconds", "Time one probe of one service took, by kind.", ["kind"],
-            registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            f"{PREFIX}_probe_duration_seconds", "Time one probe of one replica took (health and GPU stats).",
+            ["replica"], registry=self.registry, buckets=PROBE_BUCKETS,
         )
-        self.probe_failures = Counter("registry_probe_failures_total",
-                                      "Probes that failed or found the service not ready, by service.",
-                                      ["service"], registry=self.registry)
+        self.probe_failures = Counter(f"{PREFIX}_probe_failures_total",
+                                      "Probes that failed or found the replica not ready, by replica.",
+                                      ["replica"], registry=self.registry)
         self.registrations = Counter(
-            "registry_registrations_total",
+            f"{PREFIX}_registrations_total",
             "Registration events: registered, refreshed, heartbeat, deregistered, expired.",
             ["event"], registry=self.registry)
-        self.rounds = Counter("registry_poll_rounds_total", "Poll rounds finished.", registry=self.registry)
+        self.rounds = Counter(f"{PREFIX}_poll_rounds_total", "Poll rounds finished.", registry=self.registry)
+        self._snapshot = ServiceSnapshot()
+        self.registry.register(SnapshotCollector(lambda: self._snapshot))
 
     def record_snapshot(self, snapshot: ServiceSnapshot) -> None:
-        """Set the per-status gauge from a snapshot, zeroing states no service is in."""
-        tally = _Tally((s.status, s.kind) for s in snapshot.data)
-        for status in get_args(ServiceStatus):
-            for kind in ("worker", "external"):
-                self.services.labels(status, kind).set(tally.get((status, kind), 0))
+        """Keep the registry's newest snapshot (immutable) for the next scrape to read."""
+        self._snapshot = snapshot
+
+    def record_probe(self, record: ServiceRecord, observation: Observation) -> None:
+        if observation.latency_ms is not None:
+            self.probe_latency.labels(record.url).observe(observation.latency_ms / 1000)
+        if observation.outcome != "ok":
+            self.probe_failures.labels(record.url).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -43,10 +43,7 @@ class Poller:
             *(probe(self._client, r, self._statics.get(r.id), self._timeout_s, worker_headers=self._worker_headers)
               for r in targets))
         for record, obs in zip(targets, observations, strict=True):
-            if obs.latency_ms is not None:
-                self._metrics.probe_latency.labels(record.kind).observe(obs.latency_ms / 1000)
-            if obs.outcome != "ok":
-                self._metrics.probe_failures.labels(record.id).inc()
+            self._metrics.record_probe(record, obs)
         result = self._registry.apply_round({r.id: o for r, o in zip(targets, observations, strict=True)},
                                             now=time.time())
         for service_id in result.expired:

@@ -9,7 +9,7 @@ Engines that cannot do something raise ``UnsupportedError`` instead of half-doin
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,8 @@ class Engine(ABC):
     """Load once, then answer many requests. ``load``/``close`` block and run in a thread."""
 
     name: str = "engine"
+    # Set by the worker: told the rows of every batched step (metrics); engines that batch call it.
+    batch_observer: Callable[[int], None] | None = None
 
     @abstractmethod
     def load(self) -> None: ...
@@ -95,6 +97,11 @@ class Engine(ABC):
 
     @abstractmethod
     def info(self) -> EngineInfo: ...
+
+    def observe_batch(self, rows: int) -> None:
+        """Report one batched step of ``rows`` sequences or inputs (any thread)."""
+        if self.batch_observer is not None:
+            self.batch_observer(rows)
 
     # --- text generation ------------------------------------------------------------------
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:

@@ -131,6 +131,7 @@ class SentenceTransformerEngine(Engine):
         vectors = self.model.encode([texts[i] for i in order], batch_size=self.max_batch,
                                     convert_to_numpy=True, show_progress_bar=False)
         self.encode_calls += 1
+        self.observe_batch(len(texts))
         by_input: list[Any] = [None] * len(texts)
         for pos, i in enumerate(order):
             by_input[i] = vectors[pos].astype("float32").tolist()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,13 +29,14 @@ _STOP = object()
 
 class BatchScheduler:
     def __init__(self, model: Any, *, max_batch_size: int, max_batch_tokens: int, pad_id: int,
-                 device: str, done: object) -> None:
+                 device: str, done: object, on_step: Callable[[int], None] | None = None) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.pad_id = pad_id
         self.device = device
         self._done = done  # the marker that tells a request's iterator its sequence has left
+        self._on_step = on_step  # told the rows of every decode step (the batch-size metric)
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._waiting: list[Sequence] = []
         self._batch = KVBatch()
@@ -97,6 +99,8 @@ class BatchScheduler:
         if self._waiting and len(self._batch) < self.max_batch_size:
             self._prefill()
         if self._batch.rows:
+            if self._on_step is not None:
+                self._on_step(len(self._batch.rows))
             raw = self._batch.step(self.model)
             self.decode_calls += 1
             finished = [seq.advance(raw[i]) for i, seq in enumerate(self._batch.rows)]

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from common.errors import InvalidRequestError
+from common.metrics import started_at
 from common.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage, TextPart, Usage, new_id, now
 from model_service.chunks import ChatChunks, chat_completion
 from model_service.deps import EngineDep, WorkerDep, check_request
@@ -77,6 +78,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, worker:
     await held.enter_async_context(worker.admission.slot())  # 429 at once when the queue is full
     worker.metrics.prompt_tokens.inc(len(prompt_ids))
     if req.stream:
+        events = worker.metrics.first_token(events, started_at(request.state))
         return EventStreamResponse(sse_events(_stream(worker, req, events, len(prompt_ids))), held)
     async with held:
         results = await cancel_on_disconnect(request, collect(events, req.n))

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from common.metrics import started_at
 from common.protocol import Completion, CompletionRequest, Usage, new_id, now
 from model_service.chunks import CompletionChunks, completion
 from model_service.deps import EngineDep, WorkerDep, check_request
@@ -38,6 +39,7 @@ async def completions(req: CompletionRequest, request: Request, worker: WorkerDe
     await held.enter_async_context(worker.admission.slot())
     worker.metrics.prompt_tokens.inc(prompt_tokens)
     if req.stream:
+        events = worker.metrics.first_token(events, started_at(request.state))
         return EventStreamResponse(sse_events(_stream(worker, req, events, prefixes, prompt_tokens)), held)
     async with held:
         results = await cancel_on_disconnect(request, collect(events, len(streams)))

@@ -9,7 +9,7 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.gpu import collect_gpu_stats
 from common.protocol import ModelCard, ModelList
@@ -49,4 +49,5 @@ async def gpu_stats() -> GPUStats:
 
 @router.get("/metrics")
 async def metrics(worker: WorkerDep) -> Response:
-    return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """GPU gauges are read through NVML while rendering, so the rendering runs in a thread."""
+    return Response(await asyncio.to_thread(worker.metrics.render), media_type=CONTENT_TYPE_LATEST)

@@ -49,7 +49,7 @@ async def test_register_is_201_then_200_and_shows_up() -> None:
         assert (await client.delete("/register/w1")).json() == {"id": "w1", "deleted": True}
         metrics = (await client.get("/metrics")).text
         for event, count in (("registered", 1), ("refreshed", 1), ("heartbeat", 1), ("deregistered", 1)):
-            assert f'registry_registrations_total{{event="{event}"}} {count}.0' in metrics
+            assert f'service_registry_registrations_total{{event="{event}"}} {count}.0' in metrics
 
 
 async def test_ids_with_slashes_work_everywhere() -> None:

@@ -115,8 +115,8 @@ async def test_workers_register_become_healthy_and_deregister() -> None:
         # Leaving the blocks deregistered both at once (no waiting for expiry).
         assert (await client.services()).data == ()
         metrics = (await _text(registry_url, "/metrics"))
-        assert 'registry_registrations_total{event="deregistered"} 2.0' in metrics
-        assert 'registry_services{kind="worker",status="healthy"} 0.0' in metrics
+        assert 'service_registry_registrations_total{event="deregistered"} 2.0' in metrics
+        assert 'service_registry_services{kind="worker",status="healthy"} 0.0' in metrics
 
 
 async def test_stopped_worker_turns_unhealthy_then_recovers_on_the_same_port() -> None:
@@ -135,7 +135,7 @@ async def test_stopped_worker_turns_unhealthy_then_recovers_on_the_same_port() -
                 back = await wait_until(status_is(client, "flaky", "healthy"), "worker healthy again")
                 assert back.consecutive_failures == 0 and back.reason is None
         failures = await _text(registry_url, "/metrics")
-        assert 'registry_probe_failures_total{service="flaky"}' in failures
+        assert f'service_registry_probe_failures_total{{replica="http://127.0.0.1:{port}"}}' in failures
 
 
 async def test_loading_worker_is_loading_until_ready() -> None:
@@ -161,7 +161,8 @@ async def test_silent_worker_expires() -> None:
             return (await client.services()).get(answer.id) is None
         await wait_until(gone, "registration to expire", timeout_s=5.0)
         assert not await client.heartbeat(answer.id)  # the registry forgot it: 404, so "register again"
-        assert 'registry_registrations_total{event="expired"} 1.0' in await _text(registry_url, "/metrics")
+        metrics = await _text(registry_url, "/metrics")
+        assert 'service_registry_registrations_total{event="expired"} 1.0' in metrics
 
 
 async def test_membership_survives_a_registry_restart() -> None:

@@ -258,11 +258,13 @@ async def test_metrics_count_requests_tokens_and_state(worker_client):
     async with worker_client() as client:
         await client.post(CHAT, json={"messages": HELLO, "temperature": 0})
         text = (await client.get("/metrics")).text
-        assert 'worker_requests_total{method="POST",route="/v1/chat/completions",status="200"} 1.0' in text
+        labels = 'endpoint="/v1/chat/completions",model="fake-model",status="200"'
+        assert f"worker_requests_total{{{labels}}} 1.0" in text
         assert "worker_request_duration_seconds_bucket" in text
-        assert "worker_completion_tokens_total 4.0" in text
+        assert 'worker_completion_tokens_total{model="fake-model"} 4.0' in text
         assert 'worker_model_loaded{model="fake-model"} 1.0' in text
-        assert "worker_queue_depth 0.0" in text and "worker_requests_in_flight 0.0" in text
+        assert 'worker_queue_depth{model="fake-model"} 0.0' in text
+        assert 'worker_in_flight_requests{model="fake-model"} 0.0' in text
 
 
 async def test_apps_have_separate_metrics(worker_client):
