@@ -1,8 +1,11 @@
 """Gateway application factory: ``uvicorn --factory gateway.app:create_app --port 8080``.
 
 The lifespan owns the one upstream ``httpx.AsyncClient``, the registry client (when
-``GATEWAY_REGISTRY_URL`` is set) and the refresh task; all are closed in ``finally``. The first
-refresh round finishes before the app serves, so routing works at once.
+``GATEWAY_REGISTRY_URL`` is set), the refresh task and the usage log's writer thread; all are closed
+in ``finally``. The first refresh round finishes before the app serves, so routing works at once.
+
+Auth (``MODEL_SERVICE_AUTH``, see ``common/auth.py`` and ``gateway/access.py``) is one dependency per
+router; the user-key file is read in the factory, so a broken one stops start-up, not a request.
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from common.auth import Authenticator, AuthSettings, Role, install_authenticator
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
+from gateway.access import guarded
 from gateway.circuit import CircuitBoard
 from gateway.deps import GatewayState
 from gateway.follower import Upstreams
+from gateway.keys import KeyStore
+from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics
-from gateway.routes import openai, ops
+from gateway.routes import admin, openai, ops
 from gateway.routing import Rules
 from gateway.settings import GatewaySettings
+from gateway.usage import UsageLog
 from service_registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -38,10 +46,15 @@ def upstream_client(settings: GatewaySettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | None = None) -> FastAPI:
+    """``auth``: the API-key settings (default: ``MODEL_SERVICE_AUTH`` and friends from the environment)."""
     settings = settings or GatewaySettings()
+    auth = auth or AuthSettings()
+    service_headers = auth.outgoing_headers()
     metrics = GatewayMetrics()
     api_keys = settings.api_keys()  # read (and checked) here: bad config stops start-up, not a request
+    keys = KeyStore(settings.keys_file)
+    keys.load()
     rules = Rules(policy=settings.routing_policy, cooldown_s=settings.circuit_cooldown_s,
                   gpu_memory_limit=settings.gpu_memory_limit,
                   retry_after_s=max(1, round(settings.probe_interval_s)))
@@ -49,30 +62,43 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         circuits = CircuitBoard(settings.circuit_failures, settings.circuit_cooldown_s)
+        usage = UsageLog(settings.usage_log, max_bytes=settings.usage_log_max_bytes,
+                         backup_count=settings.usage_log_backup_count, content=settings.usage_log_content,
+                         enabled=settings.usage_log_enabled)
         async with contextlib.AsyncExitStack() as stack:
+            usage.start()
+            stack.callback(usage.stop)
             client = await stack.enter_async_context(upstream_client(settings))
             registry = None
             if settings.registry_url:
                 registry = await stack.enter_async_context(
-                    RegistryClient(settings.registry_url, timeout_s=settings.probe_timeout_s))
+                    RegistryClient(settings.registry_url, timeout_s=settings.probe_timeout_s,
+                                   headers=service_headers))
             elif not settings.workers:
                 log.warning("neither GATEWAY_WORKERS nor GATEWAY_REGISTRY_URL is set: every model request "
                             "will be answered 503")
             upstreams = Upstreams(client, settings.workers, registry, interval_s=settings.probe_interval_s,
                                   timeout_s=settings.probe_timeout_s, settle_s=settings.registry_settle_s,
-                                  on_recovered=circuits.reset)
+                                  on_recovered=circuits.reset, headers=service_headers)
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
+            metrics.watch_snapshot(lambda: upstreams.snapshot)
             app.state.gateway = GatewayState(settings=settings, client=client, upstreams=upstreams,
-                                             metrics=metrics, circuits=circuits, rules=rules, api_keys=api_keys)
+                                             metrics=metrics, keys=keys, circuits=circuits, rules=rules,
+                                             api_keys=api_keys, service_headers=service_headers,
+                                             limits=Limiter(), usage=usage)
             try:
                 yield
             finally:
                 app.state.gateway = None
+                metrics.watch_snapshot(lambda: None)
 
     app = FastAPI(title="Model Service Gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_authenticator(app, Authenticator(auth, keys))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.include_router(openai.router)
-    app.include_router(ops.router)
+    app.include_router(ops.health_router)
+    app.include_router(openai.router, dependencies=guarded(Role.USER))
+    app.include_router(ops.router, dependencies=guarded(Role.SERVICE))
+    app.include_router(admin.router, dependencies=guarded(Role.ADMIN))
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -18,9 +19,12 @@ from pydantic import SecretStr
 from common.errors import ServiceUnavailableError
 from gateway.circuit import CircuitBoard
 from gateway.follower import Upstreams
+from gateway.keys import KeyStore
+from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics, InFlight
 from gateway.routing import DEFAULT_RULES, Rules
 from gateway.settings import GatewaySettings
+from gateway.usage import UsageLog
 
 
 @dataclass
@@ -29,10 +33,15 @@ class GatewayState:
     client: httpx.AsyncClient
     upstreams: Upstreams
     metrics: GatewayMetrics
+    keys: KeyStore
     circuits: CircuitBoard = field(default_factory=lambda: CircuitBoard(threshold=3, cooldown_s=5.0))
     rules: Rules = DEFAULT_RULES
     # External upstream id -> API key; sent upstream as a bearer token, never logged or answered.
     api_keys: dict[str, SecretStr] = field(default_factory=dict, repr=False)
+    # What every call to a worker of ours (and to the registry) carries: the service token, auth on.
+    service_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    limits: Limiter = field(default_factory=Limiter)
+    usage: UsageLog = field(default_factory=lambda: UsageLog(Path("-"), max_bytes=0, backup_count=1, enabled=False))
     in_flight: InFlight = field(default_factory=InFlight)
     rng: random.Random = field(default_factory=random.Random)
     turns: itertools.count[int] = field(default_factory=itertools.count)  # round-robin's counter

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -113,8 +113,10 @@ class Upstreams:
 
     def __init__(self, client: httpx.AsyncClient, workers: list[str], registry: RegistryClient | None, *,
                  interval_s: float, timeout_s: float, settle_s: float,
-                 on_recovered: Callable[[Iterable[str]], None] = lambda _: None) -> None:
-        self.prober = UpstreamProber(client, workers, timeout=timeout_s) if workers else None
+                 on_recovered: Callable[[Iterable[str]], None] = lambda _: None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        """``headers``: sent on every probe of a static worker (the service token when auth is on)."""
+        self.prober = UpstreamProber(client, workers, timeout=timeout_s, headers=headers) if workers else None
         self.follower = RegistryFollower(registry, settle_s=settle_s) if registry is not None else None
         self._interval_s = interval_s
         self._timeout_s = timeout_s

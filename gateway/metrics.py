@@ -3,20 +3,51 @@
 A per-app :class:`CollectorRegistry` (not the process-wide default) lets tests build many apps in
 one process and keeps ``/metrics`` to what this gateway measured. Model labels only ever carry ids
 the gateway resolved against its snapshot (or ``"-"``), so clients cannot blow up label cardinality.
+Replica health is state, not an event: ``gateway_replica_healthy`` is read from the routing snapshot
+when Prometheus scrapes, so it can never drift from what routing sees.
 """
 
 from __future__ import annotations
 
 from collections import Counter as _Tally
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.circuit import STATE_CODES, Circuit
 
+if TYPE_CHECKING:
+    from gateway.upstreams import Snapshot
+
 NO_MODEL = "-"
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class ReplicaHealth(Collector):
+    """``gateway_replica_healthy{replica,model}``: 1 or 0 per replica of the current snapshot."""
+
+    def __init__(self) -> None:
+        self.snapshot: Callable[[], Snapshot | None] = lambda: None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter([self._family()])
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        snapshot = self.snapshot()
+        for replica in snapshot.replicas if snapshot is not None else ():
+            family.add_metric([replica.url, replica.model or NO_MODEL], 1.0 if replica.healthy else 0.0)
+        return iter([family])
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("gateway_replica_healthy",
+                                 "1 when routing sees the replica as healthy, else 0 (read at scrape time).",
+                                 labels=["replica", "model"])
 
 
 class GatewayMetrics:
@@ -44,6 +75,19 @@ class GatewayMetrics:
         self.replica_requests = Counter("gateway_replica_requests_total",
                                         "Requests a replica accepted (answered below 500 with a first byte).",
                                         ["replica"], registry=self.registry)
+        self.ttft = Histogram("gateway_time_to_first_token_seconds",
+                              "Streamed answers: time from request to the first content chunk, by model.",
+                              ["model"], registry=self.registry, buckets=TTFT_BUCKETS)
+        self.prompt_tokens = Counter("gateway_prompt_tokens_total", "Prompt tokens the workers reported, by model.",
+                                     ["model"], registry=self.registry)
+        self.completion_tokens = Counter("gateway_completion_tokens_total",
+                                         "Completion tokens the workers reported, by model.", ["model"],
+                                         registry=self.registry)
+        self.rate_limited = Counter("gateway_rate_limited_total",
+                                    "Requests refused with 429 for a key over its rpm or tpm, by model.",
+                                    ["model"], registry=self.registry)
+        self.replica_health = ReplicaHealth()
+        self.registry.register(self.replica_health)
         self.served: _Tally[str] = _Tally()  # the same count, readable by /services
         # Labelled children by label values: ``.labels()`` validates and locks on every call, which
         # showed up per request; the label sets are bounded (resolved models, endpoints, replicas).
@@ -63,6 +107,16 @@ class GatewayMetrics:
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         self.child(self.requests, model, endpoint, str(status)).inc()
         self.child(self.latency, model, endpoint).observe(seconds)
+
+    def watch_snapshot(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        """Read replica health from ``snapshot()`` at every scrape (the lifespan wires the live one)."""
+        self.replica_health.snapshot = snapshot
+
+    def count_tokens(self, model: str, prompt: int | None, completion: int | None) -> None:
+        if prompt:
+            self.child(self.prompt_tokens, model).inc(prompt)
+        if completion:
+            self.child(self.completion_tokens, model).inc(completion)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,6 +12,12 @@ then commit to the client. A connect error, a timeout or a 5xx up to that point 
 another replica; after it, a failure ends an SSE stream with one ``data: {"error": ...}`` event.
 A small non-streamed answer is read whole while the disconnect watch still runs and goes back as one
 plain response: the streaming machinery cost about as much as the rest of the proxying.
+
+Before any worker is called, the caller's key must allow the resolved model, the request must be
+within the gateway's caps (``max_tokens``, embedding inputs) and the key within its rate limits; a
+refused request never reaches a worker. A streamed generation whose client did not ask for
+``stream_options.include_usage`` is sent upstream with it, so its tokens can be counted (the relay
+strips it again). Workers of ours get the service token; external upstreams only their own API key.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -31,16 +36,19 @@ import httpx
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
+from common.auth import principal_of
 from common.errors import (
     APIError,
     InvalidRequestError,
     ModelNotFoundError,
     ServiceUnavailableError,
-    sse_error_event,
+    UpstreamTimeoutError,
 )
+from gateway.access import check_model_allowed
 from gateway.deps import GatewayState
-from gateway.metrics import NO_MODEL
+from gateway.limits import RateLimitError, check_request_caps
 from gateway.multipart import FormPayload, parse_form
+from gateway.relay import Exchange, Opened, is_event_stream, respond
 from gateway.responses import UpstreamAnswer, UpstreamStream
 from gateway.routing import (
     VISION_CHAT,
@@ -58,8 +66,6 @@ log = logging.getLogger(__name__)
 
 # Request headers worth passing on; anything else (auth, cookies, hop-by-hop) stays here.
 FORWARD_REQUEST_HEADERS = ("content-type", "accept", "x-request-id")
-# Response headers passed back besides the ones the gateway sets itself.
-FORWARD_RESPONSE_HEADERS = ("content-type", "retry-after")
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -96,24 +102,12 @@ def body_for_model(raw: bytes, payload: dict[str, Any], model: str) -> bytes:
     return json.dumps({**payload, "model": model}, separators=(",", ":")).encode()
 
 
-@dataclass
-class Opened:
-    """An upstream answer whose status and first chunk arrived: from here on there is no failover."""
-
-    replica: Replica
-    response: httpx.Response
-    first: bytes
-    chunks: AsyncIterator[bytes]
-    # True when ``first`` is the whole body (a small non-streamed answer read before answering).
-    complete: bool = False
-
-
 async def forward(state: GatewayState, request: Request, endpoint: Endpoint,
                   default: str | None) -> UpstreamStream | UpstreamAnswer:
     """Answer one OpenAI request by proxying it; typed errors carry the request id back."""
-    started = time.perf_counter()
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    label = NO_MODEL
+    principal = principal_of(request)
+    exchange = Exchange(state, endpoint, principal, request.headers.get("x-request-id") or uuid.uuid4().hex,
+                        request.client.host if request.client else None)
     try:
         try:
             raw = await request.body()
@@ -123,22 +117,85 @@ async def forward(state: GatewayState, request: Request, endpoint: Endpoint,
         images = endpoint.capability == "chat" and has_image_parts(payload)
         if images:  # no model: the multimodal default; a text-only model: 400 rather than a worker's
             endpoint, default = VISION_CHAT, state.settings.default_multimodal_model
-        model = resolve_model(state.upstreams.snapshot, payload.get("model"), endpoint, default)
+        model = exchange.model = resolve_model(state.upstreams.snapshot, payload.get("model"), endpoint, default)
+        if model in state.upstreams.snapshot.known_models():
+            exchange.label = model
+        check_model_allowed(principal, model)
         if images:
             check_accepts_images(state.upstreams.snapshot, model)
-        if model in state.upstreams.snapshot.known_models():
-            label = model
+        generates = endpoint.capability in GENERATING
+        check_request_caps(payload, generates=generates, embeds=endpoint.capability == "embeddings",
+                           max_tokens=state.settings.max_tokens_limit,
+                           max_inputs=state.settings.max_embedding_inputs)
+        exchange.stream = wants_stream = payload.get("stream") is True
+        if state.usage.content:
+            exchange.prompt = prompt_of(payload)
+        exchange.grant = state.limits.admit(principal)
+        if wants_stream and generates and not asks_for_usage(payload):
+            raw, payload = with_usage_requested(raw, payload)
+            exchange.strip_usage = True
         headers = {k: v for k in FORWARD_REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
-        headers.update({"x-request-id": request_id, "accept-encoding": "identity"})
-        chain = fallback_chain(model, state.settings.fallbacks)
-        wants_stream = payload.get("stream") is True
-        opening = _open_and_read(state, endpoint, chain, raw, payload, headers, wants_stream)
+        headers.update({"x-request-id": exchange.request_id, "accept-encoding": "identity"})
+        chain = [m for m in fallback_chain(model, state.settings.fallbacks) if principal.allows_model(m)]
+        if state.settings.upstream_deadline_s:
+            exchange.deadline = asyncio.get_running_loop().time() + state.settings.upstream_deadline_s
+        opening = _within(exchange.deadline, _open_and_read(state, endpoint, chain, raw, payload, headers,
+                                                            wants_stream))
         opened = await _unless_client_leaves(request, opening)
     except APIError as exc:
-        exc.headers.setdefault("x-request-id", request_id)
-        state.metrics.observe(label, endpoint.path, exc.status, time.perf_counter() - started)
+        _refused(exchange, exc)
         raise
-    return _stream_back(state, endpoint, model, opened, request_id, started, wants_stream)
+    return respond(exchange, opened, wants_stream)
+
+
+# Capabilities whose answers are generated text (and so have max_tokens, streams and completion tokens).
+GENERATING = frozenset({"chat", "completions", "vision"})
+
+
+def _refused(exchange: Exchange, exc: APIError) -> None:
+    """Account for a request answered with an error before any upstream answer was relayed."""
+    exc.headers.setdefault("x-request-id", exchange.request_id)
+    for name, value in exchange.state.limits.headers(exchange.principal).items():
+        exc.headers.setdefault(name, value)
+    if isinstance(exc, RateLimitError):
+        exchange.state.metrics.child(exchange.state.metrics.rate_limited, exchange.label).inc()
+    exchange.finish(exc.status, error=exc.code or exc.type)
+
+
+async def _within(deadline: float | None, opening: Awaitable[Opened]) -> Opened:
+    """``opening`` unless the total upstream deadline passes first (504)."""
+    if deadline is None:
+        return await opening
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await opening
+    except TimeoutError:
+        raise UpstreamTimeoutError("No upstream answer started within the gateway's deadline; try again "
+                                   "later or ask for less.") from None
+
+
+def asks_for_usage(payload: dict[str, Any]) -> bool:
+    options = payload.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def with_usage_requested(raw: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The body with ``stream_options.include_usage`` on: spliced into the bytes when the client sent
+    no ``stream_options`` (no re-serialisation), else the options merged and the body re-serialised."""
+    options = payload.get("stream_options")
+    asked = {**payload, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+    opening = raw.find(b"{")
+    if "stream_options" not in payload and opening >= 0:
+        return raw[:opening + 1] + b'"stream_options":{"include_usage":true},' + raw[opening + 1:], asked
+    return json.dumps(asked, separators=(",", ":")).encode(), asked
+
+
+def prompt_of(payload: dict[str, Any]) -> Any:
+    """What the user sent, for content logging: messages, prompt or input (uploads are not logged)."""
+    for key in ("messages", "prompt", "input"):
+        if key in payload:
+            return payload[key]
+    return None
 
 
 class ClientClosedRequest(APIError):
@@ -227,7 +284,7 @@ async def _open_and_read(state: GatewayState, endpoint: Endpoint, chain: list[st
     reading is kept for the relay to raise, exactly where a streamed relay would have met it.
     """
     opened = await open_upstream(state, endpoint, chain, raw, payload, headers)
-    if wants_stream or _is_sse(opened.response, wants_stream):
+    if wants_stream or is_event_stream(opened.response, wants_stream):
         return opened
     length = opened.response.headers.get("content-length")
     if length is None or not length.isdigit() or int(length) > BUFFER_LIMIT:
@@ -251,11 +308,6 @@ async def _open_and_read(state: GatewayState, endpoint: Endpoint, chain: list[st
 async def _failing(exc: BaseException) -> AsyncIterator[bytes]:
     raise exc
     yield b""  # pragma: no cover - makes this an async generator
-
-
-def _is_sse(response: httpx.Response, wants_stream: bool) -> bool:
-    content_type = response.headers.get("content-type", "")
-    return content_type.startswith("text/event-stream") or (wants_stream and not content_type)
 
 
 def _all_failed(state: GatewayState, model: str, failures: list[str]) -> ServiceUnavailableError:
@@ -291,8 +343,11 @@ async def _attempt_on(state: GatewayState, replica: Replica, endpoint: Endpoint,
 
 
 def _with_auth(state: GatewayState, replica: Replica, headers: dict[str, str]) -> dict[str, str]:
-    """The headers for one upstream, with the external's API key when one is configured."""
-    key = state.api_keys.get(replica.service_id or "") if replica.kind == "external" else None
+    """The headers for one upstream: a worker of ours gets the service token (auth on), an external its
+    own API key when one is configured, and never the service token."""
+    if replica.kind != "external":
+        return {**headers, **state.service_headers} if state.service_headers else headers
+    key = state.api_keys.get(replica.service_id or "")
     if key is None:
         return headers
     return {**headers, "authorization": f"Bearer {key.get_secret_value()}"}
@@ -327,43 +382,3 @@ async def _attempt(client: httpx.AsyncClient, replica: Replica, endpoint: Endpoi
             await response.aclose()
         raise
     return Opened(replica, response, first, chunks)
-
-
-def _stream_back(state: GatewayState, endpoint: Endpoint, model: str, opened: Opened, request_id: str,
-                 started: float, wants_stream: bool) -> UpstreamStream | UpstreamAnswer:
-    upstream = opened.response
-    is_sse = _is_sse(upstream, wants_stream)
-    finished = False
-
-    async def relay() -> AsyncIterator[bytes]:
-        nonlocal finished
-        if opened.first:
-            yield opened.first
-        try:
-            async for chunk in opened.chunks:
-                yield chunk
-        except httpx.HTTPError as exc:
-            log.warning("upstream %s failed mid-stream: %r", opened.replica.url, exc)
-            if not is_sse:
-                raise  # the status is sent: breaking the connection is the only honest signal left
-            yield sse_error_event(f"The model worker failed while streaming ({type(exc).__name__}).",
-                                  code="upstream_error")
-        finished = True
-
-    async def on_close(sent: bool) -> None:
-        nonlocal finished
-        finished = finished or sent
-        await upstream.aclose()
-        state.in_flight.release(opened.replica.url)
-        gauge.dec()
-        # 499 (nginx's "client closed request") when the client left before the end.
-        status = upstream.status_code if finished else 499
-        state.metrics.observe(model, endpoint.path, status, time.perf_counter() - started)
-
-    gauge = state.metrics.child(state.metrics.in_flight, model)
-    gauge.inc()
-    headers = {k: v for k in FORWARD_RESPONSE_HEADERS if (v := upstream.headers.get(k)) is not None}
-    headers["x-request-id"] = request_id
-    if opened.complete:
-        return UpstreamAnswer(opened.first, status_code=upstream.status_code, headers=headers, on_close=on_close)
-    return UpstreamStream(relay(), status_code=upstream.status_code, headers=headers, on_close=on_close)

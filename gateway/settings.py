@@ -7,11 +7,15 @@ compose files, so a plain comma-separated list is accepted as well as a JSON lis
 External upstreams' API keys: the registry never hands them out, so the gateway reads the same
 static-upstream configuration (``REGISTRY_STATIC_UPSTREAMS`` / ``REGISTRY_STATIC_FILE``, or the
 ``GATEWAY_`` spellings) and keeps only the keys, by upstream id.
+
+The user-key file and the usage log default to files under the model-service home
+(``$MODEL_SERVICE_HOME`` or ``~/.cache/model-service``), next to the local store and the model cache.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +24,12 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
 from service_registry.settings import StaticUpstream, load_static_file
+
+
+def service_home() -> Path:
+    """``$MODEL_SERVICE_HOME`` or ``~/.cache/model-service``: where every service keeps its local files."""
+    home = os.environ.get("MODEL_SERVICE_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "model-service"
 
 
 class GatewaySettings(ServiceSettings):
@@ -72,6 +82,22 @@ class GatewaySettings(ServiceSettings):
     static_file: Path | None = Field(
         default=None, validation_alias=AliasChoices("static_file", "GATEWAY_STATIC_FILE", "REGISTRY_STATIC_FILE"),
     )
+
+    # User API keys (``model-service keys ...``): a JSON file of SHA-256 digests, never the secrets.
+    keys_file: Path = Field(default_factory=lambda: service_home() / "gateway" / "keys.json")
+    # The usage and audit log: one JSON line per request, rotated by size.
+    usage_log_enabled: bool = True
+    usage_log: Path = Field(default_factory=lambda: service_home() / "gateway" / "usage.log")
+    usage_log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    usage_log_backup_count: int = Field(default=5, ge=1)
+    # Also log prompts and answers (off: only counts and ids; turning it on stores what users typed).
+    usage_log_content: bool = False
+    # Per-request caps checked before any worker is called (unset: no cap).
+    max_tokens_limit: int | None = Field(default=None, ge=1)
+    max_embedding_inputs: int | None = Field(default=None, ge=1)
+    # The whole upstream answer must end within this many seconds of the request (0: no deadline);
+    # read_timeout_s still bounds each wait for a chunk.
+    upstream_deadline_s: float = Field(default=900.0, ge=0)
 
     def api_keys(self) -> dict[str, SecretStr]:
         """Upstream id -> API key, for every configured upstream that has one (keys stay secret)."""

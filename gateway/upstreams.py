@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -109,15 +109,19 @@ class Snapshot:
         return {model: tuple(rs) for model, rs in out.items()}
 
 
-async def probe_replica(client: httpx.AsyncClient, previous: Replica, limit_s: float) -> Replica:
-    """Ask one worker whether it is ready; never raises, a failure is an unhealthy replica."""
+async def probe_replica(client: httpx.AsyncClient, previous: Replica, limit_s: float,
+                        headers: Mapping[str, str] | None = None) -> Replica:
+    """Ask one worker whether it is ready; never raises, a failure is an unhealthy replica.
+
+    ``headers``: the service token when auth is on (a worker's ``/health`` is open, its ``/v1/models``
+    is not)."""
     started = time.perf_counter()
     try:
-        resp = await client.get(f"{previous.url}/health", timeout=limit_s)
+        resp = await client.get(f"{previous.url}/health", timeout=limit_s, headers=headers)
         health = _parse_health(resp)
         if health is None and resp.status_code == 200:
             # An OpenAI-compatible server (e.g. vLLM) whose /health has no body: ask /v1/models.
-            health = await _health_from_models(client, previous.url, limit_s)
+            health = await _health_from_models(client, previous.url, limit_s, headers)
     except (httpx.HTTPError, OSError) as exc:
         return replace(previous, healthy=False, reason=f"unreachable: {_describe(exc)}",
                        latency_ms=_ms_since(started))
@@ -144,8 +148,9 @@ def _parse_health(resp: httpx.Response) -> WorkerHealth | None:
         return None
 
 
-async def _health_from_models(client: httpx.AsyncClient, url: str, limit_s: float) -> WorkerHealth | None:
-    resp = await client.get(f"{url}/v1/models", timeout=limit_s)
+async def _health_from_models(client: httpx.AsyncClient, url: str, limit_s: float,
+                              headers: Mapping[str, str] | None) -> WorkerHealth | None:
+    resp = await client.get(f"{url}/v1/models", timeout=limit_s, headers=headers)
     try:
         card = resp.json()["data"][0]
         return WorkerHealth(status="ok", model=card["id"], type=card.get("type") or "llm",
@@ -170,15 +175,17 @@ class UpstreamProber:
     :meth:`probe_once` each round, beside the registry read.
     """
 
-    def __init__(self, client: httpx.AsyncClient, urls: Sequence[str], *, timeout: float) -> None:
+    def __init__(self, client: httpx.AsyncClient, urls: Sequence[str], *, timeout: float,
+                 headers: Mapping[str, str] | None = None) -> None:
         self._client = client
         self._timeout = timeout
+        self._headers = headers
         self.snapshot = Snapshot(tuple(Replica(url=u) for u in urls), time.time())
 
     async def probe_once(self) -> Snapshot:
         """One round over every replica at once; the slowest probe is bounded by the timeout."""
         previous = self.snapshot.replicas
-        probes = [probe_replica(self._client, r, self._timeout) for r in previous]
+        probes = [probe_replica(self._client, r, self._timeout, self._headers) for r in previous]
         fresh = await asyncio.gather(*probes)
         self.snapshot = Snapshot(tuple(fresh), time.time())
         return self.snapshot

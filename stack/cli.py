@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gateway.keys_cli import add_keys_commands
 from model_registry.cli import add_models_commands
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM
 
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.set_defaults(func=_cmd_models_prepare)
     add_models_commands(models_sub)
+
+    add_keys_commands(sub)
 
     bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

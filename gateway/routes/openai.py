@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from common.auth import principal_of
 from common.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -53,8 +54,13 @@ async def audio_translations(request: Request, state: StateDep) -> Response:
 
 
 @router.get("/v1/models")
-async def list_models(state: StateDep) -> ModelList:
-    return model_list(state.upstreams.snapshot, state.circuits.view(), time.monotonic(), state.rules)
+async def list_models(request: Request, state: StateDep) -> ModelList:
+    """The usable models; a key limited to some models sees only those."""
+    listed = model_list(state.upstreams.snapshot, state.circuits.view(), time.monotonic(), state.rules)
+    principal = principal_of(request)
+    if principal.models is not None:
+        listed.data = [card for card in listed.data if principal.allows_model(card.id)]
+    return listed
 
 
 def model_list(snapshot: Snapshot, circuits: Mapping[str, Circuit] | None = None, now: float = 0.0,

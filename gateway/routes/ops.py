@@ -1,4 +1,8 @@
-"""Operator endpoints: liveness, the replica table, GPU facts from every worker, and metrics."""
+"""Operator endpoints: liveness, the replica table, GPU facts from every worker, and metrics.
+
+``/health`` is on a router of its own: it stays open when auth is on (health checks carry no key);
+the rest is for the service token and the admin key.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from gateway.routing import gpu_problem, is_usable
 from gateway.upstreams import Replica
 
 router = APIRouter(tags=["operations"])
+health_router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
+@health_router.get("/health")
 async def health(state: StateDep) -> dict[str, Any]:
     """Always 200 while the gateway runs; ``degraded`` says requests may fail or routing is stale."""
     snapshot = state.upstreams.snapshot
@@ -93,7 +98,8 @@ async def gpu_stats(state: StateDep) -> dict[str, Any]:
                  if record.kind == "worker" and record.url in listed]
     static = [r for r in replicas if r.source == "static"]
     timeout = state.settings.probe_timeout_s
-    rows += await asyncio.gather(*(_one_gpu_stats(state.client, r, timeout) for r in static))
+    rows += await asyncio.gather(*(_one_gpu_stats(state.client, r, timeout, state.service_headers)
+                                   for r in static))
     return {"object": "list", "data": [{**row, **_counters(state, row["url"])} for row in rows]}
 
 
@@ -107,14 +113,15 @@ def _registry_gpu_row(record: ServiceRecord) -> dict[str, Any]:
             "source": "registry", "gpu_indices": list(record.gpu_indices), "stats": stats, "error": error}
 
 
-async def _one_gpu_stats(client: httpx.AsyncClient, replica: Replica, limit_s: float) -> dict[str, Any]:
+async def _one_gpu_stats(client: httpx.AsyncClient, replica: Replica, limit_s: float,
+                         headers: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {"url": replica.url, "model": replica.model, "source": "static", "stats": None,
                            "error": None}
     if not replica.healthy:
         row["error"] = f"replica is not healthy ({replica.reason})"
         return row
     try:
-        resp = await client.get(f"{replica.url}/gpu-stats", timeout=limit_s)
+        resp = await client.get(f"{replica.url}/gpu-stats", timeout=limit_s, headers=headers)
         resp.raise_for_status()
         row["stats"] = resp.json()
     except (httpx.HTTPError, ValueError) as exc:

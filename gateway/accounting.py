@@ -1,0 +1,190 @@
+"""What an answer cost: token usage and time to first token, read off the bytes the proxy passes on.
+
+Non-streamed answers carry ``usage`` at the end of a JSON body. Only that object is decoded
+(:func:`usage_in`): the body around it (choices, embedding vectors) is never parsed. Streamed answers
+are watched event by event by :class:`StreamTap`: the events before the first content are decoded to
+find it (one or two small ones), and after that only an event with a non-null ``usage`` is.
+
+A client that streams without ``stream_options.include_usage`` still has its usage counted: the proxy
+asks the upstream for it, and the tap takes it out again, both the final usage-only chunk and the
+``"usage":null`` the upstream adds to every other chunk when asked, so the client gets what a normal
+stream would have sent, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+# The JSON OpenAI-compatible servers append to each chunk when asked for usage (ours and vLLM's
+# spelling, with or without spaces); only a trailing one is removed.
+_USAGE_NULL_TAIL = re.compile(rb',\s*"usage"\s*:\s*null\s*}\s*$')
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
+_DECODER = json.JSONDecoder()
+# Bytes kept from the end of an answer too large to hold, to find its usage in.
+TAIL_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> Usage | None:
+        if not isinstance(value, dict):
+            return None
+        prompt, completion, total = (_count(value.get(k)) for k in ("prompt_tokens", "completion_tokens",
+                                                                     "total_tokens"))
+        if total is None and prompt is not None:
+            total = prompt + (completion or 0)
+        return cls(prompt, completion, total)
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def usage_in(body: bytes) -> Usage | None:
+    """The last top-level-looking ``"usage": {...}`` object of a JSON body, decoded on its own.
+
+    Text inside the answer cannot fake it: a quote in a string value is escaped, so ``"usage":``
+    followed by ``{`` only occurs as a key.
+    """
+    found = None
+    for found in _USAGE_KEY.finditer(body, max(0, len(body) - TAIL_BYTES)):  # noqa: B007 - the last one
+        pass
+    if found is None or found.end() >= len(body) or body[found.end():found.end() + 1] != b"{":
+        return None
+    try:
+        value, _ = _DECODER.raw_decode(body[found.end():].decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return Usage.parse(value)
+
+
+class StreamTap:
+    """Watches (and, with ``strip_usage``, edits) an SSE stream chunk by chunk.
+
+    ``feed`` returns the bytes to send on: the chunk unchanged when nothing is stripped; otherwise
+    whole events only, with the usage the client did not ask for taken out. ``close`` returns what is
+    left over (an unfinished last event, as it came).
+    """
+
+    def __init__(self, *, strip_usage: bool, keep_text: bool = False) -> None:
+        self.strip_usage = strip_usage
+        self.keep_text = keep_text
+        self.usage: Usage | None = None
+        self.first_content_at: float | None = None  # perf_counter() of the first content event
+        self.content_events = 0
+        self.text: list[str] = []
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        end = 0
+        out: list[bytes] = []
+        for match in _EVENT_END.finditer(data):
+            event = data[end:match.end()]
+            end = match.end()
+            kept = self._event(event)
+            if self.strip_usage:
+                out.append(kept)
+        self._pending = data[end:]
+        if not self.strip_usage:
+            return chunk
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if rest.strip():
+            kept = self._event(rest)
+            return kept if self.strip_usage else b""
+        return rest if self.strip_usage else b""
+
+    def _event(self, event: bytes) -> bytes:
+        """Look at one event; answer the bytes to send for it (only used when stripping)."""
+        data = _data_of(event)
+        if data is None or data == b"[DONE]":
+            return event
+        may_hold_usage = b'"usage"' in data and _USAGE_NULL_TAIL.search(data) is None
+        if self.first_content_at is not None and not self.keep_text and not may_hold_usage:
+            self.content_events += 1  # the cheap path for every event after the first content
+            return self._without_usage_null(event, data)
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return event
+        if not isinstance(payload, dict):
+            return event
+        if (usage := Usage.parse(payload.get("usage"))) is not None:
+            self.usage = usage
+            if self.strip_usage and not payload.get("choices"):
+                return b""
+        text = _content_of(payload)
+        if text:
+            self.content_events += 1
+            if self.first_content_at is None:
+                self.first_content_at = time.perf_counter()
+            if self.keep_text:
+                self.text.append(text)
+        return self._without_usage_null(event, data)
+
+    def _without_usage_null(self, event: bytes, data: bytes) -> bytes:
+        if not self.strip_usage:
+            return event
+        match = _USAGE_NULL_TAIL.search(data)
+        start = event.find(data)
+        if match is None or start < 0:
+            return event
+        return event[:start] + data[:match.start()] + b"}" + event[start + len(data):]
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The ``data:`` of one SSE event (its lines joined, as the SSE spec joins them), or None."""
+    lines = [line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return lines[0] if len(lines) == 1 else b"\n".join(lines)
+
+
+def _content_of(payload: dict[str, Any]) -> str:
+    """The text an OpenAI chunk carries: chat deltas (content, reasoning, tool calls) or completion text."""
+    parts: list[str] = []
+    for choice in payload.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            for key in ("content", "reasoning_content"):
+                if isinstance(value := delta.get(key), str) and value:
+                    parts.append(value)
+            if delta.get("tool_calls"):
+                parts.append(json.dumps(delta["tool_calls"]))
+        elif isinstance(value := choice.get("text"), str) and value:
+            parts.append(value)
+    return "".join(parts)
+
+
+def answer_text(body: bytes) -> str | None:
+    """The generated text of a non-streamed chat/completion answer (only for content logging)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    parts = []
+    for choice in payload.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            elif isinstance(choice.get("text"), str):
+                parts.append(choice["text"])
+    return "\n".join(parts) if parts else None

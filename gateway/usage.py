@@ -1,0 +1,146 @@
+"""The usage and audit log: one JSON line per request, written off the event loop, rotated by size.
+
+Each line says who (key id, client address), what (endpoint, model, the replica that answered), how
+it went (status, error code, stream or not, latency, time to first token) and what it cost (prompt,
+completion and total tokens as the worker reported them). Prompts and answers are left out unless
+``GATEWAY_USAGE_LOG_CONTENT=true``. Requests refused before routing (a wrong key, a key over its
+limit) get a line too, and so do key creations and revocations, so the file doubles as an audit trail.
+
+The request path only formats a line and puts it on a queue (stdlib ``QueueHandler``); a
+``QueueListener`` thread owns the ``RotatingFileHandler`` and does the disk I/O. ``GET /usage`` reads
+the current file and the rotated ones in a thread and sums them up per key and per model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def utc_iso(timestamp: float) -> str:
+    """``2026-01-31T12:00:00.123Z``: sortable, and what ``since`` / ``until`` are compared against."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class UsageLog:
+    """One gateway's log file; :meth:`start` and :meth:`stop` belong to the app's lifespan."""
+
+    def __init__(self, path: Path, *, max_bytes: int, backup_count: int, content: bool = False,
+                 enabled: bool = True) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self.content = content  # whether prompts and answers go into the lines
+        self.enabled = enabled
+        self._queue: queue.Queue[logging.LogRecord] = queue.Queue()
+        # A logger of its own, outside logging's registry: never shared between apps, never propagated.
+        self._logger = logging.Logger(f"gateway.usage.{id(self):x}", logging.INFO)
+        self._logger.propagate = False
+        self._listener: QueueListener | None = None
+        self._file: RotatingFileHandler | None = None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._file = RotatingFileHandler(self.path, maxBytes=self.max_bytes, backupCount=self.backup_count,
+                                         encoding="utf-8", delay=True)
+        self._file.setFormatter(logging.Formatter("%(message)s"))
+        self._listener = QueueListener(self._queue, self._file, respect_handler_level=False)
+        self._listener.start()
+        self._logger.addHandler(QueueHandler(self._queue))
+
+    def stop(self) -> None:
+        """Write out what is queued, then close the file."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._logger.handlers.clear()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Queue one line (cheap: a ``json.dumps`` of a small dict and a queue put)."""
+        if self._listener is not None:
+            self._logger.info(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+
+    async def flush(self) -> None:
+        """Wait (in a thread) until every queued line is on disk, so a summary sees all of them."""
+        if self._listener is not None:
+            await asyncio.to_thread(self._queue.join)
+
+    def files(self) -> list[Path]:
+        """The rotated files, oldest first, then the current one (those that exist)."""
+        rotated = [self.path.with_name(f"{self.path.name}.{n}") for n in range(self.backup_count, 0, -1)]
+        return [p for p in (*rotated, self.path) if p.is_file()]
+
+    async def summary(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        await self.flush()
+        return await asyncio.to_thread(summarize, self.files(), since, until)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else utc_iso(moment.timestamp())
+
+
+def read_lines(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    """Every well-formed line of ``paths``; a torn or foreign line is skipped, not fatal."""
+    for path in paths:
+        try:
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                for line in lines:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict):
+                        yield entry
+        except FileNotFoundError:  # rotated away between listing and opening
+            continue
+
+
+def _empty() -> dict[str, int]:
+    return {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _add(row: dict[str, int], entry: dict[str, Any]) -> None:
+    row["requests"] += 1
+    status = entry.get("status")
+    if isinstance(status, int) and status >= 400:
+        row["errors"] += 1
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = entry.get(key)
+        if isinstance(value, int):
+            row[key] += value
+
+
+def summarize(paths: list[Path], since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """Requests, errors (status >= 400) and tokens in ``[since, until)``: in all, by key and by model.
+
+    Only request lines count (audit lines of key changes have no ``endpoint``).
+    """
+    low, high = _iso(since), _iso(until)
+    total = _empty()
+    by_key: dict[str, dict[str, int]] = {}
+    by_model: dict[str, dict[str, int]] = {}
+    for entry in read_lines(paths):
+        moment = entry.get("time")
+        if not isinstance(moment, str) or "endpoint" not in entry or entry.get("event") is not None:
+            continue
+        if (low is not None and moment < low) or (high is not None and moment >= high):
+            continue
+        _add(total, entry)
+        _add(by_key.setdefault(str(entry.get("key_id") or "-"), _empty()), entry)
+        _add(by_model.setdefault(str(entry.get("model") or "-"), _empty()), entry)
+    return {"object": "usage.summary", "since": low, "until": high, **total,
+            "by_key": dict(sorted(by_key.items())), "by_model": dict(sorted(by_model.items()))}
