@@ -69,13 +69,13 @@ class Peers:
         return None
 
     @contextlib.contextmanager
-    def running(self, name: str, argv: list[str], url: str, ready_path: str,
+    def running(self, name: str, argv: list[str], url: str, ready_path: str, env: dict[str, str] | None = None,
                 timeout_s: float = 300.0) -> Iterator[str | None]:
         """Start a peer, wait for ``ready_path``, yield its base URL (None if it never came up), stop it.
 
         Its working directory is the log folder: a peer reading ``.env`` from there never sees the repo's.
         """
-        self.servers.spawn(name, argv, OFFLINE_ENV, cwd=self.servers.log_dir)
+        self.servers.spawn(name, argv, {**OFFLINE_ENV, **(env or {})}, cwd=self.servers.log_dir)
         try:
             self.servers.wait_url(name, f"{url}{ready_path}", timeout_s)
         except RuntimeError as exc:
@@ -97,7 +97,7 @@ class Peers:
         argv = [str(exe), "v2", "--model-id", str(model_path), "--served-model-name", model_name,
                 "--engine", "torch", "--device", "cpu", "--batch-size", str(batch_size),
                 "--url-prefix", "/v1", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-        return self.running("infinity", argv, f"http://127.0.0.1:{port}", "/v1/health")
+        return self.running("infinity", argv, f"http://127.0.0.1:{port}", "/health")  # not under the prefix
 
     def litellm(self, model: str, upstream: str, port: int) -> contextlib.AbstractContextManager[str | None]:
         """The LiteLLM proxy (one process, no database, no master key) in front of ``upstream``."""
@@ -108,7 +108,9 @@ class Peers:
         config.write_text(json.dumps(litellm_config(model, upstream), indent=2))
         argv = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                 "--num_workers", "1"]
-        return self.running("litellm", argv, f"http://127.0.0.1:{port}", "/health/liveliness")
+        # No master key, like our gateway with auth off (its default); LiteLLM refuses that unless told.
+        env = {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
+        return self.running("litellm", argv, f"http://127.0.0.1:{port}", "/health/liveliness", env)
 
 
 def litellm_config(model: str, upstream: str) -> dict[str, Any]:
