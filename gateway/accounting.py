@@ -23,6 +23,8 @@ from typing import Any
 # spelling, with or without spaces); only a trailing one is removed.
 _USAGE_NULL_TAIL = re.compile(rb',\s*"usage"\s*:\s*null\s*}\s*$')
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+# The same, as our workers end every chunk's event when asked for usage.
+_NULL_TAIL_EVENT = b',"usage":null}\n\n'
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*')
 _DECODER = json.JSONDecoder()
 # Bytes kept from the end of an answer too large to hold, to find its usage in.
@@ -51,21 +53,22 @@ def _count(value: object) -> int | None:
 
 
 def usage_in(body: bytes) -> Usage | None:
-    """The last top-level-looking ``"usage": {...}`` object of a JSON body, decoded on its own.
+    """The last ``"usage": {...}`` object of a JSON body, decoded on its own.
 
     Text inside the answer cannot fake it: a quote in a string value is escaped, so ``"usage":``
     followed by ``{`` only occurs as a key.
     """
-    found = None
-    for found in _USAGE_KEY.finditer(body, max(0, len(body) - TAIL_BYTES)):  # noqa: B007 - the last one
-        pass
-    if found is None or found.end() >= len(body) or body[found.end():found.end() + 1] != b"{":
-        return None
-    try:
-        value, _ = _DECODER.raw_decode(body[found.end():].decode("utf-8", "replace"))
-    except ValueError:
-        return None
-    return Usage.parse(value)
+    end = len(body)
+    while (at := body.rfind(b'"usage"', max(0, len(body) - TAIL_BYTES), end)) >= 0:
+        found = _USAGE_KEY.match(body, at)
+        if found is not None and body[found.end():found.end() + 1] == b"{":
+            try:
+                value, _ = _DECODER.raw_decode(body[found.end():].decode("utf-8", "replace"))
+            except ValueError:
+                return None
+            return Usage.parse(value)
+        end = at
+    return None
 
 
 class StreamTap:
@@ -86,19 +89,21 @@ class StreamTap:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk
-        end = 0
-        out: list[bytes] = []
-        for match in _EVENT_END.finditer(data):
-            event = data[end:match.end()]
-            end = match.end()
-            kept = self._event(event)
-            if self.strip_usage:
-                out.append(kept)
-        self._pending = data[end:]
-        if not self.strip_usage:
-            return chunk
-        return b"".join(out)
+        data = self._pending + chunk if self._pending else chunk
+        cut = _after_last_event(data)
+        complete, self._pending = data[:cut], data[cut:]
+        sent = self._complete(complete) if complete else b""
+        return sent if self.strip_usage else chunk
+
+    def _complete(self, block: bytes) -> bytes:
+        """Whole events: one pass of C-level byte operations once the first content was seen (the
+        usual case for every later chunk), else event by event."""
+        if self.first_content_at is not None and not self.keep_text and b"\r" not in block:
+            quick = block.replace(_NULL_TAIL_EVENT, b"}\n\n") if self.strip_usage else block
+            if quick.count(b'"usage"') == quick.count(b'"usage":null'):  # no usage worth reading here
+                self.content_events += block.count(b"\n\n")
+                return quick
+        return b"".join([self._event(event) for event in _events(block)])
 
     def close(self) -> bytes:
         rest, self._pending = self._pending, b""
@@ -108,14 +113,15 @@ class StreamTap:
         return rest if self.strip_usage else b""
 
     def _event(self, event: bytes) -> bytes:
-        """Look at one event; answer the bytes to send for it (only used when stripping)."""
+        """Look at one event; answer the bytes to send on for it (used only when stripping)."""
         data = _data_of(event)
         if data is None or data == b"[DONE]":
             return event
-        may_hold_usage = b'"usage"' in data and _USAGE_NULL_TAIL.search(data) is None
-        if self.first_content_at is not None and not self.keep_text and not may_hold_usage:
-            self.content_events += 1  # the cheap path for every event after the first content
-            return self._without_usage_null(event, data)
+        null_tail = _USAGE_NULL_TAIL.search(data, max(0, len(data) - 40))
+        if self.first_content_at is not None and not self.keep_text and (
+                null_tail is not None or b'"usage"' not in data):
+            self.content_events += 1  # the cheap path: every event after the first content
+            return self._without_usage_null(event, data, null_tail)
         try:
             payload = json.loads(data)
         except ValueError:
@@ -133,20 +139,44 @@ class StreamTap:
                 self.first_content_at = time.perf_counter()
             if self.keep_text:
                 self.text.append(text)
-        return self._without_usage_null(event, data)
+        return self._without_usage_null(event, data, null_tail)
 
-    def _without_usage_null(self, event: bytes, data: bytes) -> bytes:
-        if not self.strip_usage:
+    def _without_usage_null(self, event: bytes, data: bytes, null_tail: re.Match[bytes] | None) -> bytes:
+        if not self.strip_usage or null_tail is None:
             return event
-        match = _USAGE_NULL_TAIL.search(data)
         start = event.find(data)
-        if match is None or start < 0:
+        if start < 0:
             return event
-        return event[:start] + data[:match.start()] + b"}" + event[start + len(data):]
+        return event[:start] + data[:null_tail.start()] + b"}" + event[start + len(data):]
+
+
+def _after_last_event(data: bytes) -> int:
+    """Where the last complete event of ``data`` ends (0: none is complete yet)."""
+    if b"\r" not in data:
+        return data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0
+    end = 0
+    for end_match in _EVENT_END.finditer(data):
+        end = end_match.end()
+    return end
+
+
+def _events(block: bytes) -> list[bytes]:
+    """A block of whole events split into events, each with its own blank-line ending."""
+    if b"\r" not in block:
+        return [part + b"\n\n" for part in block.split(b"\n\n")[:-1]]
+    events, start = [], 0
+    for match in _EVENT_END.finditer(block):
+        events.append(block[start:match.end()])
+        start = match.end()
+    return events
 
 
 def _data_of(event: bytes) -> bytes | None:
     """The ``data:`` of one SSE event (its lines joined, as the SSE spec joins them), or None."""
+    if event.startswith(b"data: "):
+        data = event[6:].rstrip(b"\r\n")
+        if b"\n" not in data:  # the usual one-line event
+            return data
     lines = [line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")]
     if not lines:
         return None

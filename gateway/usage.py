@@ -6,7 +6,7 @@ completion and total tokens as the worker reported them). Prompts and answers ar
 ``GATEWAY_USAGE_LOG_CONTENT=true``. Requests refused before routing (a wrong key, a key over its
 limit) get a line too, and so do key creations and revocations, so the file doubles as an audit trail.
 
-The request path only formats a line and puts it on a queue (stdlib ``QueueHandler``); a
+The request path only formats a line and puts it on a queue (as stdlib ``QueueHandler`` does); a
 ``QueueListener`` thread owns the ``RotatingFileHandler`` and does the disk I/O. ``GET /usage`` reads
 the current file and the rotated ones in a thread and sums them up per key and per model.
 """
@@ -19,11 +19,12 @@ import logging
 import queue
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
+from logging.handlers import QueueListener, RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+_RECORD_NAME = "gateway.usage"
 
 
 def utc_iso(timestamp: float) -> str:
@@ -42,9 +43,6 @@ class UsageLog:
         self.content = content  # whether prompts and answers go into the lines
         self.enabled = enabled
         self._queue: queue.Queue[logging.LogRecord] = queue.Queue()
-        # A logger of its own, outside logging's registry: never shared between apps, never propagated.
-        self._logger = logging.Logger(f"gateway.usage.{id(self):x}", logging.INFO)
-        self._logger.propagate = False
         self._listener: QueueListener | None = None
         self._file: RotatingFileHandler | None = None
 
@@ -57,7 +55,6 @@ class UsageLog:
         self._file.setFormatter(logging.Formatter("%(message)s"))
         self._listener = QueueListener(self._queue, self._file, respect_handler_level=False)
         self._listener.start()
-        self._logger.addHandler(QueueHandler(self._queue))
 
     def stop(self) -> None:
         """Write out what is queued, then close the file."""
@@ -67,12 +64,15 @@ class UsageLog:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._logger.handlers.clear()
 
     def write(self, entry: dict[str, Any]) -> None:
-        """Queue one line (cheap: a ``json.dumps`` of a small dict and a queue put)."""
+        """Queue one line: a ``json.dumps`` of a small dict, a bare record and a queue put.
+
+        The record goes straight onto the listener's queue (what ``QueueHandler`` would do, without a
+        logger's caller lookup and the handler's copy of an already formatted record)."""
         if self._listener is not None:
-            self._logger.info(json.dumps(entry, separators=(",", ":"), ensure_ascii=False))
+            line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+            self._queue.put_nowait(logging.LogRecord(_RECORD_NAME, logging.INFO, "", 0, line, None, None))
 
     async def flush(self) -> None:
         """Wait (in a thread) until every queued line is on disk, so a summary sees all of them."""

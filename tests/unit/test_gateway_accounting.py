@@ -35,6 +35,15 @@ def test_stripping_gives_the_plain_stream_however_it_is_cut(cut: int) -> None:
     assert tap.usage == Usage(7, 2, 9) and tap.first_content_at is not None and tap.content_events >= 2
 
 
+@pytest.mark.parametrize("strip", [True, False])
+def test_whole_chunks_of_events_after_the_first_content(strip: bool) -> None:
+    tap = StreamTap(strip_usage=strip)
+    first = len(ROLE + WORD)
+    cuts = [first, first + len(WORD + END)]  # the middle chunk takes the quick path, the last one not
+    assert run(tap, ASKED, cuts) == (PLAIN if strip else ASKED)
+    assert tap.usage == Usage(7, 2, 9)
+
+
 def test_without_stripping_the_bytes_pass_unchanged_and_usage_is_still_read() -> None:
     tap = StreamTap(strip_usage=False, keep_text=True)
     assert run(tap, ASKED, [5, 100, 101]) == ASKED
