@@ -109,6 +109,10 @@ class AuthSettings(BaseSettings):
                 raise ValueError(f"MODEL_SERVICE_AUTH is on but {name} is not set")
             if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
                 raise ValueError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+        # One value for both would make every service's token an admin key (the admin check wins).
+        if self.admin_key.get_secret_value() == self.service_token.get_secret_value():  # type: ignore[union-attr]
+            raise ValueError("MODEL_SERVICE_ADMIN_KEY and MODEL_SERVICE_SERVICE_TOKEN must differ: every "
+                             "service holds the token, and only admins may hold the admin key")
         refuse_placeholder_secrets({
             "MODEL_SERVICE_ADMIN_KEY": self.admin_key.get_secret_value() if self.admin_key else None,
             "MODEL_SERVICE_SERVICE_TOKEN": self.service_token.get_secret_value() if self.service_token else None,
