@@ -23,7 +23,7 @@ from model_service.app import create_app as create_worker_app
 from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_registry_app
 from service_registry.settings import RegistrySettings
-from tests.inprocess.conftest import WorkerClientFactory, sse_events
+from tests.inprocess.conftest import WorkerClientFactory, sse_events, worker_client_for
 from tests.inprocess.test_gateway_servers import eventually, gateway, serve
 from tests.s3_server import registry_client, registry_settings, wait_job
 
@@ -127,6 +127,19 @@ async def test_embedding_worker_counts_prompt_tokens(worker_client: WorkerClient
         m = await scrape(client)
     assert m.value("worker_requests_total", model="fake-emb", endpoint="/v1/embeddings", status="200") == 1
     assert m.value("worker_prompt_tokens_total", model="fake-emb") == resp.json()["usage"]["prompt_tokens"] == 5
+
+
+async def test_real_embedding_batches_are_observed(worker_embedding_engine) -> None:
+    settings = WorkerSettings(_env_file=None, model_name="minilm", model_type="embedding", model_path="unused")
+    async with worker_client_for(settings, worker_embedding_engine) as client:
+        calls = worker_embedding_engine.encode_calls
+        resp = await client.post("/v1/embeddings", json={"input": ["one sentence", "and another", "a third"]})
+        assert resp.status_code == 200, resp.text
+        m = await scrape(client)
+        encodes = worker_embedding_engine.encode_calls - calls
+    assert m.value("worker_batch_size_count", model="minilm") == encodes >= 1
+    assert m.value("worker_batch_size_sum", model="minilm") == 3  # every input, in however many encodes
+    assert m.value("worker_prompt_tokens_total", model="minilm") == resp.json()["usage"]["prompt_tokens"]
 
 
 def test_gpu_collector_reports_what_nvml_read_in_base_units() -> None:
