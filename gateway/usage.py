@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,6 +31,15 @@ _RECORD_NAME = "gateway.usage"
 def utc_iso(timestamp: float) -> str:
     """``2026-01-31T12:00:00.123Z``: sortable, and what ``since`` / ``until`` are compared against."""
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class PrivateRotatingFile(RotatingFileHandler):
+    """A ``RotatingFileHandler`` whose files only their owner may read: they name keys and clients
+    (and hold prompts when content logging is on), whatever the process umask."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 class UsageLog:
@@ -50,7 +60,7 @@ class UsageLog:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._file = RotatingFileHandler(self.path, maxBytes=self.max_bytes, backupCount=self.backup_count,
+        self._file = PrivateRotatingFile(self.path, maxBytes=self.max_bytes, backupCount=self.backup_count,
                                          encoding="utf-8", delay=True)
         self._file.setFormatter(logging.Formatter("%(message)s"))
         self._listener = QueueListener(self._queue, self._file, respect_handler_level=False)

@@ -165,7 +165,8 @@ async def test_keys_are_created_listed_and_revoked_and_secrets_never_leak(
                         ("usage log", (home / "usage.log").read_text()), ("logs", caplog.text)):
         for leaked in (secret, cli_secret, ADMIN_KEY):
             assert leaked not in text, f"a secret is in the {where}"
-    assert oct((home / "keys.json").stat().st_mode & 0o777) == "0o600"
+    for private in ("keys.json", "usage.log"):
+        assert oct((home / private).stat().st_mode & 0o777) == "0o600", private
 
 
 async def test_keys_are_refused_after_revocation_with_the_audit_in_the_log(stack: dict[str, Any]) -> None:
