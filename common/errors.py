@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -75,6 +75,12 @@ class PayloadTooLargeError(APIError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
 
 
+class UnsupportedMediaTypeError(APIError):
+    """The body's ``Content-Type`` is not one the route reads (JSON for JSON routes, a form for uploads)."""
+
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
 class OverloadedError(APIError):
     """The queue is full: come back later (429 with Retry-After)."""
 
@@ -128,22 +134,81 @@ def sse_error_event(message: str, type_: str = "server_error", code: str | None 
     return f"data: {json.dumps(error_body(message, type_, None, code))}\n\n".encode()
 
 
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+# Labels pydantic puts in an error's location for the member of a union it tried ("str", "list[str]",
+# "function-after[...]"): not field names, so a param stops before them.
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "bytes", "none", "list", "dict", "set", "tuple"})
+
+
+def _is_label(part: Any) -> bool:
+    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_LABELS)
+
+
+def _param_from_loc(loc: tuple[Any, ...], *, through_unions: bool = True) -> str | None:
+    """``messages[0].content`` from pydantic's location; union-member labels are left out, or, without
+    ``through_unions``, end the param (the field whose union no member matched)."""
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
     if not parts:
         return None
-    out = parts[0]
+    out = str(parts[0])
     for p in parts[1:]:
-        out += f"[{p}]" if p.isdigit() else f".{p}"
+        if _is_label(p):
+            if not through_unions:
+                break
+            continue
+        out += f"[{p}]" if isinstance(p, int) or p.isdigit() else f".{p}"
     return out
 
 
-def validation_error(exc: RequestValidationError) -> InvalidRequestError:
+def _most_telling(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first problem; when a union field failed, the member's problem that went deepest (a list of
+    parts with one bad part says more than "not a string")."""
+    first = errors[0]
+    field = _param_from_loc(tuple(first.get("loc", ())), through_unions=False)
+    same = [e for e in errors if _param_from_loc(tuple(e.get("loc", ())), through_unions=False) == field]
+    return max(same, key=lambda e: len(e.get("loc", ())))
+
+
+def _media_type(request: Request | None) -> str:
+    if request is None:
+        return ""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _reads_form(request: Request | None) -> bool:
+    """Whether the matched route takes a form (uploads), by FastAPI's own field description of its body."""
+    field = getattr(request.scope.get("route"), "body_field", None) if request is not None else None
+    return isinstance(getattr(field, "field_info", None), params.Form)
+
+
+def media_type_error(exc: RequestValidationError, request: Request | None) -> UnsupportedMediaTypeError | None:
+    """415 when the body was not read because of its ``Content-Type``, rather than a puzzling 400.
+
+    FastAPI reads a body as JSON only when it is declared ``application/json`` (or ``+json``), and as a
+    form only when declared multipart or urlencoded; otherwise the bytes reach validation unparsed,
+    or the form comes back empty."""
+    media = _media_type(request)
+    if _reads_form(request):
+        if media in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            return None
+        return UnsupportedMediaTypeError(
+            f"This endpoint takes a multipart/form-data body, not {media or 'a body without a Content-Type'}.",
+            code="unsupported_media_type")
+    if isinstance(exc.body, bytes | bytearray):
+        return UnsupportedMediaTypeError(
+            f"This endpoint takes a JSON body: send it with 'Content-Type: application/json' "
+            f"(got {media or 'no Content-Type'}).", code="unsupported_media_type")
+    return None
+
+
+def validation_error(exc: RequestValidationError, request: Request | None = None) -> APIError:
     """Turn pydantic's list of problems into one readable 400 that names the first bad param."""
     errors = exc.errors()
     if not errors:
         return InvalidRequestError("Invalid request body.")
-    first = errors[0]
+    wrong_media = media_type_error(exc, request)
+    if wrong_media is not None:
+        return wrong_media
+    first = _most_telling(errors)
     if first.get("type") == "json_invalid":
         ctx = first.get("ctx") or {}
         detail = ctx.get("error", "could not be parsed")
@@ -156,10 +221,46 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     param = _param_from_loc(loc)
     if first.get("type") == "missing" and param is None:
         return InvalidRequestError("The request body is missing; expected a JSON object.", code="invalid_json")
+    if param is None and loc[:1] == ("body",) and first.get("type") in _NOT_AN_OBJECT:
+        return InvalidRequestError(f"The request body must be a JSON object, not {_json_kind(exc.body)}.",
+                                   code="invalid_json")
     msg = first.get("msg", "invalid value")
     where = f"'{param}'" if param else "the request body"
     extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return InvalidRequestError(f"Invalid value for {where}: {msg}{extra}.", param=param, code="invalid_value")
+
+
+# pydantic's error types for "this is not a dict / model" at the top of a body.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    return "a number" if isinstance(value, int | float) else "that"
+
+
+def body_parse_error(exc: StarletteHTTPException) -> InvalidRequestError | None:
+    """FastAPI's own "error parsing the body" 400, told apart by the exception that caused it."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return InvalidRequestError(f"The request body is not valid UTF-8 ({cause.reason} at byte {cause.start}). "
+                                   "The body must be JSON encoded as UTF-8.", code="invalid_json")
+    if isinstance(cause, RecursionError):
+        return InvalidRequestError("The JSON body of your request is nested too deeply to be read.",
+                                   code="invalid_json")
+    if isinstance(cause, ValueError):
+        return InvalidRequestError(f"We could not parse the JSON body of your request ({cause}). "
+                                   "The body must be valid JSON.", code="invalid_json")
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -170,11 +271,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc, request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        parse_error = body_parse_error(exc)
+        if parse_error is not None:
+            return error_response(parse_error)
         type_, code = _HTTP_STATUS_TYPES.get(exc.status_code, ("server_error", None))
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return JSONResponse(
