@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
+import httpx
 from fastapi import APIRouter, Response
 
+from common.errors import InvalidRequestError
 from service_registry.deps import StateDep
 from service_registry.schemas import DeregistrationAnswer, HeartbeatAnswer, Registration, RegistrationAnswer
 
@@ -18,6 +20,7 @@ _NOT_FOUND = {404: {"description": "unknown id: register again"}, 409: {"descrip
 @router.post("", response_model=RegistrationAnswer, status_code=201,
              responses={200: {"description": "already registered: counted as a heartbeat"}, 409: {}})
 async def register(body: Registration, state: StateDep, response: Response) -> RegistrationAnswer:
+    _check_reachable_form(body.url)
     record, created = state.registry.register(body, now=time.time())
     if created:
         log.info("registered %s at %s serving %s", record.id, record.url, ", ".join(record.models))
@@ -27,6 +30,15 @@ async def register(body: Registration, state: StateDep, response: Response) -> R
     state.metrics.record_snapshot(state.registry.snapshot)
     return RegistrationAnswer(id=record.id, created=created, heartbeat_interval_s=record.heartbeat_interval_s,
                               expires_after_s=record.expires_after_s or 0.0)
+
+def _check_reachable_form(url: str) -> None:
+    """400 for a URL the probes' HTTP client cannot even build a request for (control characters):
+    registered, it would fail every poll round, not just its own probe."""
+    try:
+        httpx.URL(url).join("/health")
+    except httpx.InvalidURL as exc:
+        raise InvalidRequestError(f"Invalid value for 'url': {str(exc).rstrip('.')}.", param="url",
+                                  code="invalid_value") from None
 
 @router.post("/{service_id:path}/heartbeat", response_model=HeartbeatAnswer, responses=_NOT_FOUND)
 async def heartbeat(service_id: str, state: StateDep) -> HeartbeatAnswer:
