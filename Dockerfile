@@ -58,7 +58,7 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
 
 # Non-root, with the model cache and local store on a volume.
 RUN useradd --uid 10001 --user-group --create-home --home-dir /home/app app \
-    && mkdir -p /data && chown app:app /data
+    && mkdir -p /data/gateway && chown -R app:app /data
 USER app
 VOLUME ["/data"]
 
