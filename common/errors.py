@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +248,15 @@ def _json_kind(value: Any) -> str:
 
 
 def body_parse_error(exc: StarletteHTTPException) -> InvalidRequestError | None:
-    """FastAPI's own "error parsing the body" 400, told apart by the exception that caused it."""
+    """FastAPI's own "error parsing the body" 400 (and Starlette's for a broken form), told apart by the
+    exception that caused it."""
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__context__, MultiPartException):  # Starlette re-raises it while handling it
+        return InvalidRequestError(f"The multipart/form-data body could not be read ({str(exc.detail).rstrip('.')}).",
+                                   code="invalid_multipart")
     cause = exc.__cause__
-    if exc.status_code != 400 or cause is None:
+    if cause is None:
         return None
     if isinstance(cause, UnicodeDecodeError):
         return InvalidRequestError(f"The request body is not valid UTF-8 ({cause.reason} at byte {cause.start}). "

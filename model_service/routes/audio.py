@@ -26,6 +26,12 @@ router = APIRouter()
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 Granularity = Literal["segment", "word"]
+# The languages Whisper knows (ISO 639-1, plus Hawaiian and Cantonese); checked here so an unknown code
+# is a 400 for every engine rather than an engine's exception.
+WHISPER_LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht "
+    "hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl "
+    "ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue".split())
 
 
 @router.post("/v1/audio/transcriptions")
@@ -45,8 +51,8 @@ async def transcriptions(
     if wanted and response_format != "verbose_json":
         raise InvalidRequestError("'timestamp_granularities' needs response_format 'verbose_json'.",
                                   param="timestamp_granularities", code="invalid_value")
-    params = TranscribeParams(task="transcribe", language=(language or "").strip().lower() or None,
-                              prompt=prompt, temperature=temperature, word_timestamps="word" in wanted)
+    params = TranscribeParams(task="transcribe", language=_language(language), prompt=prompt,
+                              temperature=temperature, word_timestamps="word" in wanted)
     return await _run(worker, engine, file, params, response_format, wanted)
 
 
@@ -64,6 +70,14 @@ async def translations(
     check_request(worker, model, "transcription", "audio translations")
     params = TranscribeParams(task="translate", prompt=prompt, temperature=temperature)
     return await _run(worker, engine, file, params, response_format, set())
+
+
+def _language(value: str | None) -> str | None:
+    code = (value or "").strip().lower() or None
+    if code is not None and code not in WHISPER_LANGUAGES:
+        raise InvalidRequestError(f"Unknown language {code[:16]!r}: use an ISO 639-1 code such as 'en'.",
+                                  param="language", code="invalid_value")
+    return code
 
 
 async def _run(worker: Worker, engine: Engine, file: UploadFile, params: TranscribeParams,
