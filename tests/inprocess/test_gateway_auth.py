@@ -16,18 +16,27 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from fastapi import FastAPI, Header
 
+from model_service.app import create_app as create_worker
+from model_service.settings import WorkerSettings
+from service_registry.app import create_app as create_registry
+from service_registry.settings import RegistrySettings
 from stack.cli import main as cli_main
+from tests.conftest import free_ports
 from tests.inprocess.keyed_gateway import (
     ADMIN,
     ADMIN_KEY,
     PROMPT,
     SERVICE,
+    auth_on,
     bearer,
     create_key,
     keyed_gateway,
     worker,
 )
+from tests.inprocess.test_gateway_servers import eventually
+from tests.inprocess.test_registry_cluster import serve as serve_on
 
 OPEN = {("GET", "/health")}
 USER_PATHS = re.compile(r"^/v1/")
@@ -191,3 +200,49 @@ async def test_bad_key_requests_are_400_and_the_key_file_is_unchanged(stack: dic
         assert resp.status_code == 400, (body, resp.text)
         assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
     assert not (stack["home"] / "keys.json").exists()
+
+
+def external_app(seen: list[str | None]) -> FastAPI:
+    """An OpenAI-compatible upstream that records every Authorization header it is sent."""
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        seen.append(authorization)
+        return {"object": "list", "data": [{"id": "hosted", "object": "model"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        seen.append(authorization)
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": "hosted",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    return app
+
+
+async def test_the_service_token_goes_to_the_registry_and_workers_never_to_externals(tmp_path: Path) -> None:
+    seen: list[str | None] = []
+    registry_port, worker_port, external_port = free_ports(3)
+    ext = {"id": "ext", "base_url": f"http://127.0.0.1:{external_port}", "api_key": "sk-hosted-only-0042",
+           "models": ["hosted"]}
+    registry = create_registry(RegistrySettings(_env_file=None, poll_interval_s=0.2, probe_timeout_s=1.0,
+                                                healthy_after=1, static_upstreams=[ext]), auth=auth_on())
+    worker_settings = WorkerSettings(_env_file=None, engine="fake", model_name="local", model_type="llm",
+                                     registry_url=f"http://127.0.0.1:{registry_port}",
+                                     advertise_url=f"http://127.0.0.1:{worker_port}")
+    async with (serve_on(external_app(seen), external_port), serve_on(registry, registry_port) as registry_url,
+                serve_on(create_worker(worker_settings, auth=auth_on()), worker_port),
+                keyed_gateway(tmp_path, [], registry_url=registry_url, probe_interval_s=0.2,
+                              static_upstreams=[ext]) as (url, state, _)):
+        key = (await create_key(url, name="both"))["key"]
+
+        async def both_routable() -> bool:
+            return {"local", "hosted"} <= {r.model for r in state.upstreams.snapshot.healthy()}
+
+        await eventually(both_routable)
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as sdk:
+            assert (await sdk.chat.completions.create(model="local", messages=PROMPT)).model == "local"
+            assert (await sdk.chat.completions.create(model="hosted", messages=PROMPT)).model == "hosted"
+    # The registry's probes and the gateway's call: the upstream's own key every time, never the token.
+    assert len(seen) >= 2 and set(seen) == {"Bearer sk-hosted-only-0042"}
