@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--embedding-batch-size", type=int, default=32,
                    help="max embedding batch, for our worker and infinity-emb alike")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="OMP/MKL threads for every model process (our workers, infinity-emb, the in-process "
+                        "ceilings); 0 = the libraries' default (one per core)")
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved rounds per level for the embedding and gateway parts (samples pooled)")
     p.add_argument("--peers-dir", default=str(REPO / ".bench-peers"),
@@ -118,6 +121,8 @@ def ceilings(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
     from stack.starters import STARTER_EMBEDDING, STARTER_LLM, prepare
 
     out: dict[str, Any] = {"static_generate_tokens_per_s": {}, "raw_encode_items_per_s": {}}
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     if "chat" not in args.skip:
         path = prepare(STARTER_LLM)
         tok = AutoTokenizer.from_pretrained(path)
@@ -136,10 +141,15 @@ def ceilings(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
     return out
 
 
+def thread_env(args: argparse.Namespace) -> dict[str, str]:
+    n = str(args.torch_threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n} if args.torch_threads else {}
+
+
 def start_servers(servers: bl.Servers, args: argparse.Namespace) -> dict[str, str]:
     from stack.starters import STARTER_EMBEDDING, STARTER_LLM, prepare
 
-    common = {"WORKER_MAX_QUEUE": "1024", "WORKER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+    common = {"WORKER_MAX_QUEUE": "1024", "WORKER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", **thread_env(args)}
     urls: dict[str, str] = {}
     if "chat" not in args.skip:
         llm = ["worker", "--model-type", "llm", "--model-name", args.chat_model, "--model-path",
@@ -242,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "machine": _machine()}
     servers = bl.Servers(Path(tempfile.mkdtemp(prefix="bench-logs-")))
-    peers = args.peers = bench_peers.Peers(servers, Path(args.peers_dir))
+    peers = args.peers = bench_peers.Peers(servers, Path(args.peers_dir), env=thread_env(args))
     if args.base_url:
         peers.note("peers are started only beside servers this harness starts: skipped with --base-url")
     results["peers"] = {"dir": args.peers_dir, "versions": peers.versions(), "notes": peers.notes}

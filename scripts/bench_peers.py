@@ -50,6 +50,7 @@ class Peers:
 
     servers: bl.Servers
     peers_dir: Path
+    env: dict[str, str] = field(default_factory=dict)  # for every peer, e.g. the harness's thread counts
     notes: list[str] = field(default_factory=list)
 
     def note(self, message: str) -> None:
@@ -75,7 +76,7 @@ class Peers:
 
         Its working directory is the log folder: a peer reading ``.env`` from there never sees the repo's.
         """
-        self.servers.spawn(name, argv, {**OFFLINE_ENV, **(env or {})}, cwd=self.servers.log_dir)
+        self.servers.spawn(name, argv, {**OFFLINE_ENV, **self.env, **(env or {})}, cwd=self.servers.log_dir)
         try:
             self.servers.wait_url(name, f"{url}{ready_path}", timeout_s)
         except RuntimeError as exc:
