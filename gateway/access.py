@@ -36,14 +36,14 @@ def guard(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """:func:`common.auth.require` for these roles, logging each refusal in the usage log."""
     check = require(*roles)
 
-    async def guarded(request: Request) -> Principal:
+    async def check_and_log(request: Request) -> Principal:
         try:
             return await check(request)
         except APIError as exc:
             _log_refusal(request, exc)
             raise
 
-    return guarded
+    return check_and_log
 
 
 def guarded(*roles: Role) -> list[DependsParam]:
