@@ -194,5 +194,15 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
 
 
 def principal_of(request: Request) -> Principal:
-    """The checked caller of this request (:data:`ANONYMOUS` on a route without a check)."""
-    return getattr(request.state, "principal", ANONYMOUS)
+    """The checked caller of this request.
+
+    Fails closed: with auth on, a route that forgot its check gets a 401 here rather than the
+    all-powerful :data:`ANONYMOUS`; with auth off, the caller is :data:`ANONYMOUS`.
+    """
+    found = getattr(request.state, "principal", None)
+    if found is not None:
+        return found
+    authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
+    if authenticator is not None and authenticator.enabled:
+        raise AuthenticationError("This route needs an API key.", headers={"WWW-Authenticate": "Bearer"})
+    return ANONYMOUS

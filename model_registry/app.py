@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI
 from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
+from common.metrics import RequestMetricsMiddleware
 from model_registry.catalog import Catalog
 from model_registry.deps import RegistryState
 from model_registry.jobs import JobRunner
@@ -67,6 +68,8 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
     install_error_handlers(app)
     install_authenticator(app, Authenticator(auth))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Outermost: request counts and latency include the body limit's own 413s.
+    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request)
     app.include_router(ops.health_router)
     reader = [Depends(require(Role.SERVICE))]
     app.include_router(models.router, dependencies=reader)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Gateways built by tests (in-process and the stacks they start) keep their key file and usage log in
+# a throw-away folder, not in the shared model-service home next to the cached starter models.
+_GATEWAY_STATE = Path(tempfile.mkdtemp(prefix="msp-test-gateway-"))
+os.environ.setdefault("GATEWAY_KEYS_FILE", str(_GATEWAY_STATE / "keys.json"))
+os.environ.setdefault("GATEWAY_USAGE_LOG", str(_GATEWAY_STATE / "usage.log"))
 
 
 def free_port() -> int:
