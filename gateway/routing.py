@@ -80,7 +80,7 @@ def check_accepts_images(snapshot: Snapshot, model: str) -> None:
                          and r.type is not None})
         hint = f" Models that accept images: {', '.join(vision)}." if vision else ""
         raise InvalidRequestError(
-            f"The model '{model}' is a {model_type} model and does not accept images; send text only or "
+            f"The model '{model}' is {_a(model_type)} model and does not accept images; send text only or "
             f"use a multimodal model.{hint}", param="messages", code="model_not_multimodal",
         )
 
@@ -145,7 +145,7 @@ def _check_model(snapshot: Snapshot, model: str, endpoint: Endpoint, rules: Rule
                                  param="model")
     if not _can_serve(known[model], endpoint):
         raise InvalidRequestError(
-            f"The model '{model}' is a {known[model]} model and does not support {endpoint.path}.",
+            f"The model '{model}' is {_a(known[model])} model and does not support {endpoint.path}.",
             param="model", code="model_not_supported",
         )
 
@@ -257,3 +257,8 @@ def backoff_s(retry: int, base_s: float, cap_s: float, rng: random.Random) -> fl
 def _can_serve(model_type: str | None, endpoint: Endpoint) -> bool:
     # A replica of unknown type is given the benefit of the doubt; the worker answers for itself.
     return model_type is None or endpoint.capability in CAPABILITIES.get(model_type, [endpoint.capability])
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "an embedding", "an llm" (said "an el-el-em"), "a multimodal"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' or word.lower() == 'llm' else 'a'} {word}"

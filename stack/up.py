@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
+from common.auth import AuthSettings
 from stack.starters import (
     STARTER_EMBEDDING,
     STARTER_LLM,
@@ -125,6 +127,7 @@ class LocalStack:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
+            AuthSettings()  # a bad key setup stops here, before any child starts
             if self.options.engine != "fake":
                 print("Importing the starter models into the model store (the first run converts and "
                       "copies them once)...", flush=True)
@@ -136,7 +139,7 @@ class LocalStack:
                 return 1
             self._print_banner()
             return self._supervise()
-        except StarterModelError as exc:
+        except (StarterModelError, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
@@ -162,7 +165,7 @@ class LocalStack:
         wanted = {self._model_of(c) for c in workers}
         gateway = self.children[-1]
         deadline = time.monotonic() + self.options.ready_timeout
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=2.0, headers=_admin_headers()) as client:
             while time.monotonic() < deadline:
                 dead = self._dead()
                 if dead is not None:
@@ -191,10 +194,15 @@ class LocalStack:
             what = self._model_of(c) if c in self.workers() else {"registry": "service registry",
                                                                    "models": "model registry"}[c.name]
             lines.append(f"  {c.name:<{width}} {c.url}  ({what})")
+        auth = ""
+        if AuthSettings().auth:  # keys on (a .env says so): show how to get one and use it
+            lines += ["", "API keys are on. Make one (the admin key comes from MODEL_SERVICE_ADMIN_KEY):",
+                      f"  export KEY=$(model-service keys create --url {gateway.url} --name me)"]
+            auth = " -H \"Authorization: Bearer $KEY\""
         lines += [
             "",
             "Try:",
-            f"  curl {gateway.url}/v1/chat/completions -H 'Content-Type: application/json' \\",
+            f"  curl {gateway.url}/v1/chat/completions -H 'Content-Type: application/json'{auth} \\",
             """    -d '{"messages": [{"role": "user", "content": "What is the capital of France?"}]}'""",
             "",
             "Press Ctrl-C to stop.",
@@ -229,6 +237,15 @@ class LocalStack:
             _stop_all(running)
         if stopped:
             print("Stopped.", flush=True)
+
+
+def _admin_headers() -> dict[str, str]:
+    """The admin key as a bearer when ``MODEL_SERVICE_AUTH`` is on (a ``.env`` copied from the example
+    turns it on for the embedded stack too), so the readiness check sees the gateway's model list."""
+    auth = AuthSettings()
+    if not auth.auth or auth.admin_key is None:
+        return {}
+    return {"authorization": f"Bearer {auth.admin_key.get_secret_value()}"}
 
 
 def _stop_all(running: list[subprocess.Popen[bytes]]) -> None:
