@@ -33,6 +33,7 @@ from gateway.settings import GatewaySettings
 from model_registry.app import create_app as create_model_registry
 from model_registry.settings import ModelRegistrySettings
 from model_service.app import create_app as create_worker
+from model_service.engines import build_engine
 from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_service_registry
 from service_registry.settings import RegistrySettings
@@ -154,8 +155,14 @@ def model_registry_app(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="module")
-def worker_app() -> None:
-    WORKER_APP.app = create_worker(worker_settings("fake-chat", "llm"))
+def worker_app() -> Iterator[None]:
+    """Served with its engine already loaded, so no request meets the 503 of a model still loading."""
+    settings = worker_settings("fake-chat", "llm")
+    engine = build_engine(settings)
+    engine.load()
+    WORKER_APP.app = create_worker(settings, engine=engine)
+    yield
+    engine.close()
 
 
 @GATEWAY.parametrize()
