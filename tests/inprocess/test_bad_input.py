@@ -1,8 +1,7 @@
-"""Bad input to every service: each answer has the right status and OpenAI's error shape, nothing more.
+"""Bad input to the workers and the gateway: each answer has the right status and OpenAI's error shape.
 
 Workers (fake engine) and the gateway in front of them run under uvicorn on loopback, so bodies travel
-over real HTTP; the registries run in-process. Requests whose paths must reach the app exactly as sent
-(``..`` segments, which HTTP clients normalise away) go to the ASGI app directly, as a server passes them.
+over real HTTP. The registries' share is in ``test_bad_input_registries.py``.
 """
 
 from __future__ import annotations
@@ -12,22 +11,15 @@ import json
 import wave
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from model_registry.app import create_app as create_model_registry
-from model_registry.settings import ModelRegistrySettings
 from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
-from service_registry.app import create_app as create_service_registry
-from service_registry.settings import RegistrySettings
 from tests.inprocess.test_gateway_servers import eventually, gateway, serve
-from tests.s3_server import wait_job
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -275,194 +267,3 @@ async def test_bad_uploads_through_the_gateway(stack: dict[str, Any], case: str,
 async def test_gateway_non_multipart_audio_body_is_415(stack: dict[str, Any]) -> None:
     resp = await stack["client"].post(stack["gateway"] + "/v1/audio/transcriptions", json={"file": "x"})
     assert_error(resp, 415, code="unsupported_media_type")
-
-
-# --- model registry: paths that try to leave the store --------------------------------------------
-
-
-async def asgi_request(app: Any, method: str, raw_path: str, body: bytes = b"") -> httpx.Response:
-    """One request with the path exactly as a server hands it to the app (no dot-segment clean-up)."""
-    path, _, query = raw_path.partition("?")
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": unquote(path), "raw_path": path.encode("latin-1"), "query_string": query.encode(),
-             "root_path": "", "server": ("registry", 80), "client": ("127.0.0.1", 1234),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return httpx.Response(start["status"], headers=start.get("headers", []), content=content)
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def model_registry(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
-    """A registry on a local store holding one small model, beside a folder it must never touch."""
-    base = tmp_path_factory.mktemp("traversal")
-    (base / "outside").mkdir()
-    (base / "outside" / "secret.txt").write_text("keep me")
-    source = base / "source"
-    source.mkdir()
-    (source / "config.json").write_text('{"model_type": "bert"}')
-    (source / "weights.bin").write_bytes(b"\1" * 1000)
-    app = create_model_registry(ModelRegistrySettings(_env_file=None, storage_backend="local",
-                                                      local_root=base / "store", max_body_bytes=MAX_BODY))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
-            job = (await client.post("/models/org/name/import", json={"path": str(source)})).json()
-            assert (await wait_job(client, job["id"]))["state"] == "done"
-
-            async def recorded_done() -> bool:  # the job's own record is written just after it says done
-                return any('"done"' in p.read_text() for p in (base / "store").rglob(f"{job['id']}.json"))
-
-            await eventually(recorded_done)
-            yield {"app": app, "client": client, "base": base}
-
-
-TRAVERSALS = [
-    "/models/../outside", "/models/../../outside/secret.txt", "/models/..%2F..%2Foutside",
-    "/models/%2e%2e%2f%2e%2e%2foutside%2fsecret.txt", "/models/org/../../outside", "/models/org/..%2F..%2Fstore",
-    "/models//etc/passwd", "/models/%2Fetc%2Fpasswd", "/models/org%5C..%5C..%5Coutside", "/models/org\\..\\outside",
-    "/models/org/name%00", "/models/org/na%00me/../name",
-    "/models/org/name/revisions/..", "/models/org/name/revisions/%2e%2e%2f%2e%2e",
-    "/models/org/name/revisions/current/files/../../../../../outside/secret.txt",
-    "/models/org/name/revisions/current/files/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/outside/secret.txt",
-    "/models/org/name/revisions/current/files//etc/passwd",
-    "/models/org/name/revisions/current/files/..%5C..%5Cconfig.json",
-    "/models/org/name/revisions/current/files/config.json%00.txt",
-    "/models/org/name/../name/revisions/current/files/config.json",
-]
-
-
-@pytest.mark.parametrize("method", ["GET", "DELETE"])
-@pytest.mark.parametrize("path", TRAVERSALS)
-async def test_model_registry_paths_that_leave_the_store_are_refused(model_registry: dict[str, Any], method: str,
-                                                                     path: str) -> None:
-    base: Path = model_registry["base"]
-    before = tree(base)
-    resp = await asgi_request(model_registry["app"], method, path)
-    assert resp.status_code in (400, 404, 405), resp.text
-    err = resp.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
-    assert tree(base) == before  # nothing outside, and nothing inside, was read into place or removed
-
-
-@pytest.mark.parametrize(("method", "path", "body"), [
-    ("POST", "/models/..%2Foutside/download", {}),
-    ("POST", "/models/org/name/download", {"revision": "../../outside"}),
-    ("POST", "/models/org/name/download", {"revision": "a\x00b"}),
-    ("PUT", "/models/org/name/aliases/%2e%2e", {"revision": "current"}),
-    ("PUT", "/models/org/name/aliases/current", {"revision": "../../outside"}),
-    ("POST", "/models/org/..%2F..%2Foutside/import", {"path": "/nonexistent"}),
-    ("POST", "/models/org/name2/import", {"path": "../outside"}),
-    ("POST", "/models/org/name2/import", {"path": "/nonexistent\x00/x"}),
-])
-async def test_model_registry_writes_with_escaping_ids_are_400(model_registry: dict[str, Any], method: str, path: str,
-                                                              body: dict[str, Any]) -> None:
-    base: Path = model_registry["base"]
-    before = tree(base)
-    resp = await asgi_request(model_registry["app"], method, path, json.dumps(body).encode())
-    assert resp.status_code == 400, resp.text
-    assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
-    assert tree(base) == before
-
-
-async def test_the_stored_model_is_intact_after_the_attempts(model_registry: dict[str, Any]) -> None:
-    client: httpx.AsyncClient = model_registry["client"]
-    resp = await client.get("/models/org/name/revisions/current/files/config.json")
-    assert resp.status_code == 200 and resp.content == b'{"model_type": "bert"}'
-    assert (model_registry["base"] / "outside" / "secret.txt").read_text() == "keep me"
-
-
-@pytest.mark.parametrize(("case", "body", "headers", "status", "code"), [
-    ("malformed", b"{", JSON, 400, "invalid_json"),
-    ("non-utf8", b'{"revision": "\xff"}', JSON, 400, "invalid_json"),
-    ("array", b"[]", JSON, 400, "invalid_json"),
-    ("text/plain", b"{}", {"content-type": "text/plain"}, 415, "unsupported_media_type"),
-    ("huge", b'{"allow_patterns": ["' + b"x" * MAX_BODY + b'"]}', JSON, 413, "payload_too_large"),
-])
-async def test_model_registry_bad_bodies(model_registry: dict[str, Any], case: str, body: bytes,
-                                         headers: dict[str, str], status: int, code: str) -> None:
-    resp = await model_registry["client"].post("/models/org/name/download", content=body, headers=headers)
-    assert_error(resp, status, code=code)
-
-
-# --- service registry --------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def service_registry() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_service_registry(RegistrySettings(_env_file=None, poll_interval_s=60.0, max_body_bytes=MAX_BODY))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
-            yield client
-
-
-GOOD_REGISTRATION = {"url": "http://127.0.0.1:9", "models": ["m"], "type": "llm"}
-
-
-@pytest.mark.parametrize(("case", "body", "headers", "status", "code", "param"), [
-    ("malformed", b'{"url": ', JSON, 400, "invalid_json", None),
-    ("non-utf8", b'{"url": "http://\xff"}', JSON, 400, "invalid_json", None),
-    ("array", b"[]", JSON, 400, "invalid_json", None),
-    ("text/plain", json.dumps(GOOD_REGISTRATION).encode(), {"content-type": "text/plain"}, 415,
-     "unsupported_media_type", None),
-    ("huge", json.dumps({**GOOD_REGISTRATION, "models": ["m" * MAX_BODY]}).encode(), JSON, 413, "payload_too_large",
-     None),
-    ("models not a list", json.dumps({**GOOD_REGISTRATION, "models": "m"}).encode(), JSON, 400, "invalid_value",
-     "models"),
-    ("url with NUL", json.dumps({**GOOD_REGISTRATION, "url": "http://a\x00b"}).encode(), JSON, 400, "invalid_value",
-     "url"),
-    ("unknown field", json.dumps({**GOOD_REGISTRATION, "colour": "red"}).encode(), JSON, 400, "invalid_value",
-     "colour"),
-])
-async def test_service_registry_bad_registrations(service_registry: httpx.AsyncClient, case: str, body: bytes,
-                                                  headers: dict[str, str], status: int, code: str,
-                                                  param: str | None) -> None:
-    resp = await service_registry.post("/register", content=body, headers=headers)
-    assert_error(resp, status, code=code, param=param)
-    assert (await service_registry.get("/services")).json()["data"] == []
-
-
-@pytest.mark.parametrize("path", ["/register/..%2F..%2Fx/heartbeat", "/register/%2e%2e", "/register/a%00b"])
-async def test_service_registry_unknown_ids_with_dot_dot_are_404(service_registry: httpx.AsyncClient,
-                                                                 path: str) -> None:
-    method = "POST" if path.endswith("/heartbeat") else "DELETE"
-    resp = await service_registry.request(method, path)
-    assert_error(resp, 404, code="service_not_found", param="id")
-
-
-@pytest.mark.xfail(strict=True, reason="service_registry/urls.py normalize_url accepts a URL with control characters "
-                   "and service_registry/probes.py lets httpx.InvalidURL out of probe(): every poll round then fails "
-                   "in Poller.poll_once, so no other service is ever marked healthy")
-async def test_one_unusable_static_url_does_not_stop_the_polling_of_the_others(stack: dict[str, Any]) -> None:
-    upstreams = [{"id": "bad", "base_url": "http://a\x00b", "models": ["x"]},
-                 {"id": "good", "base_url": stack["llm"], "models": ["fake-llm"]}]
-    try:  # refusing the configuration at start-up is a fix too
-        app = create_service_registry(RegistrySettings(_env_file=None, poll_interval_s=0.1,
-                                                       static_upstreams=upstreams))
-    except ValueError:
-        return
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
-
-            async def good_is_healthy() -> bool:
-                rows = (await client.get("/services")).json()["data"]
-                return any(r["id"] == "good" and r["status"] == "healthy" for r in rows)
-
-            await eventually(good_is_healthy, limit_s=5.0)
