@@ -17,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import TYPE_CHECKING
 
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import APIError, PayloadTooLargeError, RequestTimeoutError
+
+if TYPE_CHECKING:  # settings import this module's defaults
+    from common.settings import ServiceSettings
 
 # Defaults: a client that sends nothing for 30 s has stalled; five minutes is enough to upload the
 # largest accepted body over a slow link.
@@ -150,3 +155,10 @@ class BodyLimitMiddleware:
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def install_body_limits(app: Starlette, settings: ServiceSettings) -> None:
+    """The one way every service adds this middleware: size limit, idle timeout and deadline from its
+    settings (``*_MAX_BODY_BYTES``, ``*_BODY_TIMEOUT_S``, ``*_BODY_DEADLINE_S``)."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       body_timeout_s=settings.body_timeout_s, body_deadline_s=settings.body_deadline_s)

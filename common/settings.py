@@ -14,8 +14,9 @@ class ServiceSettings(BaseSettings):
     """Common knobs. Subclasses set their own ``env_prefix`` (``GATEWAY_``, ``WORKER_``, ...)."""
 
     # Empty values count as unset: compose files pass optional variables as `${VAR:-}`.
+    # hide_input_in_errors: a bad value is never printed in a start-up error (it may be a password).
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      env_ignore_empty=True)
+                                      env_ignore_empty=True, hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI
 
 from common.auth import Authenticator, AuthSettings, Role, install_authenticator
-from common.body_limit import BodyLimitMiddleware
+from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from gateway.access import guarded
 from gateway.circuit import CircuitBoard
@@ -96,7 +96,7 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
     app = FastAPI(title="Model Service Gateway", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     install_authenticator(app, Authenticator(auth, keys))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_body_limits(app, settings)
     app.include_router(ops.health_router)
     app.include_router(openai.router, dependencies=guarded(Role.USER))
     app.include_router(ops.router, dependencies=guarded(Role.SERVICE))

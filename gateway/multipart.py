@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from common.errors import InvalidRequestError
+from common.errors import InvalidRequestError, UnsupportedMediaTypeError
 
 _BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
 _NAME = re.compile(rb'\bname="([^"]*)"', re.IGNORECASE)
@@ -33,11 +33,15 @@ class FormPayload(dict):
 
 
 def parse_form(raw: bytes, content_type: str) -> FormPayload:
-    """The form's text fields (first value of each name), or a 400 when it is not multipart."""
-    match = _BOUNDARY.search(content_type) if content_type.lower().startswith("multipart/form-data") else None
+    """The form's text fields (first value of each name): 415 for another content type, as the worker
+    answers, and 400 for a multipart type without its boundary."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(
+            f"This endpoint takes a multipart/form-data body with the audio 'file', not "
+            f"'{content_type.split(';')[0].strip() or 'no Content-Type'}'.")
+    match = _BOUNDARY.search(content_type)
     if match is None:
-        raise InvalidRequestError("This endpoint takes a multipart/form-data body with the audio 'file'.",
-                                  code="invalid_content_type")
+        raise InvalidRequestError("The multipart/form-data Content-Type has no boundary.", code="invalid_multipart")
     boundary = (match.group(1) or match.group(2)).encode("latin-1")
     fields: dict[str, str] = {}
     for head, body in split_parts(raw, boundary):

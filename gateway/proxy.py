@@ -72,7 +72,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 in OpenAI's shape."""
     try:
         payload = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
         raise InvalidRequestError(
             f"We could not parse the JSON body of your request ({exc}). The body must be valid JSON.",
             code="invalid_json",
@@ -181,8 +181,11 @@ def asks_for_usage(payload: dict[str, Any]) -> bool:
 
 def with_usage_requested(raw: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """The body with ``stream_options.include_usage`` on: spliced into the bytes when the client sent
-    no ``stream_options`` (no re-serialisation), else the options merged and the body re-serialised."""
+    no ``stream_options`` (no re-serialisation), else the options merged and the body re-serialised.
+    Options that are not an object are left alone for the worker to refuse (400 naming the param)."""
     options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return raw, payload
     asked = {**payload, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
     opening = raw.find(b"{")
     if "stream_options" not in payload and opening >= 0:

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
-from common.body_limit import BodyLimitMiddleware
+from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from common.metrics import RequestMetricsMiddleware
 from model_registry.catalog import Catalog
@@ -67,7 +67,7 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
     app = FastAPI(title="Model Registry", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     install_authenticator(app, Authenticator(auth))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_body_limits(app, settings)
     # Outermost: request counts and latency include the body limit's own 413s.
     app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request)
     app.include_router(ops.health_router)

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
-from common.body_limit import BodyLimitMiddleware
+from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from model_service.engines.base import Engine
 from model_service.metrics import MetricsMiddleware
@@ -59,6 +59,6 @@ def create_app(settings: WorkerSettings | None = None, engine: Engine | None = N
     for router in SERVICE_ROUTERS:
         app.include_router(router, dependencies=[Depends(require(Role.SERVICE))])
     # Outermost first in the stack: metrics see every answer, including 413s from the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_body_limits(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=worker.metrics)
     return app

@@ -21,7 +21,7 @@ import httpx
 from fastapi import Depends, FastAPI
 
 from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
-from common.body_limit import BodyLimitMiddleware
+from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from service_registry.deps import RegistryState
 from service_registry.health import HealthPolicy
@@ -64,7 +64,7 @@ def create_app(settings: RegistrySettings | None = None, auth: AuthSettings | No
     app = FastAPI(title="Service Registry", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     install_authenticator(app, Authenticator(auth))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_body_limits(app, settings)
     for router in OPEN_ROUTERS:
         app.include_router(router)
     for router in SERVICE_ROUTERS:

@@ -37,7 +37,7 @@ async def probe(client: httpx.AsyncClient, record: ServiceRecord, static: Static
             return await _probe_worker(client, record, timeout_s, started, worker_headers or {})
     except TimeoutError:
         reason = f"probe timed out after {timeout_s:g}s"
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:  # InvalidURL is no HTTPError
         reason = f"unreachable: {_describe(exc)}"
     return Observation(url=record.url, outcome="failed", at=time.time(), latency_ms=_ms_since(started),
                        reason=reason)

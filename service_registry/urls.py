@@ -16,6 +16,8 @@ _UNROUTABLE_HOSTS = {"0.0.0.0", "::"}
 def normalize_url(value: str) -> str:
     """An ``http(s)://host[:port][/path]`` URL without a trailing ``/``; raises ``ValueError`` otherwise."""
     text = value.strip()
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"URL must not contain spaces or control characters (got {text!r})")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"URL must start with http:// or https:// (got {text!r})")

@@ -200,9 +200,6 @@ async def test_service_registry_unknown_ids_with_dot_dot_are_404(service_registr
     assert_error(resp, 404, code="service_not_found", param="id")
 
 
-@pytest.mark.xfail(strict=True, reason="service_registry/urls.py normalize_url accepts a URL with control characters "
-                   "and service_registry/probes.py lets httpx.InvalidURL out of probe(): every poll round then fails "
-                   "in Poller.poll_once, so no other service is ever marked healthy")
 async def test_one_unusable_static_url_does_not_stop_the_polling_of_the_others() -> None:
     worker = create_worker(WorkerSettings(_env_file=None, engine="fake", model_name="fake-llm"))
     async with serve(worker) as url:

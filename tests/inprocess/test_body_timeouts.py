@@ -217,8 +217,6 @@ def service_apps(tmp_path: Any) -> dict[str, tuple[FastAPI, str]]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="the four app.py files do not pass body_timeout_s=settings.body_timeout_s, "
-                   "body_deadline_s=settings.body_deadline_s to BodyLimitMiddleware yet")
 async def test_every_service_applies_its_body_timeout_setting(tmp_path: Any) -> None:
     for name, (app, path) in service_apps(tmp_path).items():
         async with serve(app) as url:
