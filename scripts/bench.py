@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     peers = args.peers = bench_peers.Peers(servers, Path(args.peers_dir), env=thread_env(args))
     if args.base_url:
         peers.note("peers are started only beside servers this harness starts: skipped with --base-url")
-    results["peers"] = {"dir": args.peers_dir, "versions": peers.versions(), "notes": peers.notes}
+    results["peers"] = {"dir": _shown(Path(args.peers_dir)), "versions": peers.versions(), "notes": peers.notes}
     try:
         with bl.LoadSampler() as load:
             if "ceilings" not in args.skip and not args.base_url:
@@ -275,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"results in {out}/ (results.json, results.md, bench.png)")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """A path as recorded in the results: relative to the repo when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def _machine() -> dict[str, Any]:
