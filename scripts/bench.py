@@ -220,7 +220,9 @@ def measure_embeddings(args: argparse.Namespace, urls: dict[str, str], gw: str,
     if "embedding" in urls:
         targets["embeddings_direct"] = lambda c: emb(c, urls["embedding"])
     peer = None
-    if "infinity" not in args.skip and urls:
+    if "infinity" in args.skip:
+        args.peers.note("infinity skipped (--skip)")
+    elif urls:
         peer = args.peers.infinity(prepare(STARTER_EMBEDDING), args.embedding_model, args.embedding_batch_size,
                                    free_port())
     with peer or contextlib.nullcontext(None) as infinity_url:
@@ -234,7 +236,9 @@ def measure_gateway(args: argparse.Namespace, urls: dict[str, str], gw: str) -> 
     fake = partial(bl.fake_chat_once, model="fake-model")
     targets: dict[str, Any] = {"fake_direct": lambda c: fake(c, urls["fake"]), "fake_gateway": lambda c: fake(c, gw)}
     peer = None
-    if "litellm" not in args.skip:
+    if "litellm" in args.skip:
+        args.peers.note("litellm skipped (--skip)")
+    else:
         peer = args.peers.litellm("fake-model", urls["fake"], free_port())
     with peer or contextlib.nullcontext(None) as litellm_url:
         if litellm_url:
