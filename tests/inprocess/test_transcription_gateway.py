@@ -49,7 +49,8 @@ async def test_transcription_errors(audio_stack: dict[str, Any]) -> None:
                  404, "model_not_found")
     assert_error(await client.post("/v1/audio/transcriptions", data={"model": "chat"}, files=FILES),
                  400, "model_not_supported")
-    assert_error(await client.post("/v1/audio/transcriptions", json={"model": "whisper"}), 415, "unsupported_media_type")
+    assert_error(await client.post("/v1/audio/transcriptions", json={"model": "whisper"}), 415,
+                 "unsupported_media_type")
     text = {"file": ("notes.txt", b"not audio at all\n" * 50, "text/plain")}
     assert_error(await client.post("/v1/audio/transcriptions", files=text), 400, "invalid_audio")
     big = {"file": ("big.wav", tone_wav(20.0), "audio/wav")}
