@@ -130,7 +130,7 @@ class Stack:
         return httpx.get(f"{self.url(port)}{path}", headers=headers, timeout=timeout)
 
     def openai_client(self, timeout: float = 120) -> openai.OpenAI:
-        # The admin key until the test makes gateway user keys of its own.
+        # The admin key (it may do all a user key may); test_user_keys_... makes and uses a user key.
         return openai.OpenAI(base_url=f"{self.url('GATEWAY_PORT')}/v1", api_key=self.admin_key, max_retries=0,
                              timeout=timeout)
 
@@ -247,6 +247,39 @@ def test_every_service_wants_a_key(stack):
     denied = httpx.delete(f"{stack.url('MODEL_REGISTRY_PORT')}/models/{STARTER_LLM.model_id}",
                           headers={"authorization": f"Bearer {stack.service_token}"}, timeout=10)
     assert denied.status_code == 403 and denied.json()["error"]["type"] == "permission_error"
+
+
+def test_user_keys_made_in_the_gateway_container(stack):
+    """The README's way: ``docker compose exec gateway model-service keys create``; the key is limited to
+    one model, its use shows in ``/usage``, and it outlives a recreated gateway container (volume)."""
+    made = stack.compose("exec", "-T", "gateway", "model-service", "keys", "create", "--name", "compose-e2e",
+                         "--models", STARTER_EMBEDDING.model_id, timeout=120)
+    key = made.stdout.strip().splitlines()[-1]
+    assert key.startswith("msp-") and key not in stack.compose("exec", "-T", "gateway", "model-service", "keys",
+                                                               "list", timeout=120).stdout
+
+    def user_client() -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{stack.url('GATEWAY_PORT')}/v1", api_key=key, max_retries=0, timeout=60)
+
+    client = user_client()
+    assert [m.id for m in client.models.list().data] == [STARTER_EMBEDDING.model_id]
+    assert len(client.embeddings.create(model=STARTER_EMBEDDING.model_id, input="hello").data) == 1
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model=STARTER_LLM.model_id, messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=4)
+    by_key = stack.get("GATEWAY_PORT", "/usage", stack.admin_key).json()["by_key"]
+    mine = [row for key_id, row in by_key.items() if key_id.startswith("key_")]
+    assert mine and mine[0]["requests"] >= 3 and mine[0]["errors"] >= 1 and mine[0]["prompt_tokens"] > 0
+
+    stack.compose("up", "-d", "--no-build", "--no-deps", "--force-recreate", "gateway", timeout=UP_TIMEOUT_S)
+
+    def embeds_with_the_same_key() -> bool:
+        try:
+            return len(user_client().embeddings.create(model=STARTER_EMBEDDING.model_id, input="again").data) == 1
+        except (openai.APIConnectionError, openai.InternalServerError, openai.NotFoundError):
+            return False
+
+    wait_for(embeds_with_the_same_key, 180, "the recreated gateway to accept the same user key", stack)
 
 
 def test_restarted_worker_rejoins(stack):
