@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings
 
@@ -58,6 +58,17 @@ class ModelRegistrySettings(ServiceSettings):
     # Jobs: how many run at once, and whether a restart resumes unfinished ones (else cleans them up).
     max_concurrent_jobs: int = Field(default=2, ge=1)
     resume_jobs: bool = True
+    # Folders ``POST /models/{id}/import`` may read from (comma-separated). Empty: any path the
+    # registry's user can read, which is fine on one machine; a shared registry should name its
+    # import folders, so an admin key alone cannot make it read and hash the whole disk.
+    import_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("s3_endpoint", mode="after")
     @classmethod

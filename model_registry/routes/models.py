@@ -7,12 +7,13 @@ token passes), ``admin_router`` changes the store (admin key only).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from common.errors import InvalidRequestError
+from common.errors import InvalidRequestError, PermissionDeniedError
 from model_registry.deps import StateDep
 from model_registry.ids import validate_alias, validate_model_id, validate_revision
 from model_registry.routes.files import stream_file
@@ -86,6 +87,7 @@ async def download(model_id: str, state: StateDep, body: DownloadRequest | None 
 @admin_router.post("/models/{model_id:path}/import", status_code=202)
 async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> JSONResponse:
     validate_model_id(model_id)
+    check_import_root(body.path, state.settings.import_roots)
     if is_gguf_path(body.path):  # a GGUF file is converted once into a folder by the job
         folder = await asyncio.to_thread(check_gguf, body.path)
         if body.model_type not in (None, "llm"):
@@ -122,3 +124,17 @@ async def delete_model(model_id: str, state: StateDep) -> dict[str, Any]:
     validate_model_id(model_id)
     objects = await asyncio.to_thread(state.catalog.delete_model, model_id)
     return {"id": model_id, "deleted": True, "objects": objects}
+
+
+def check_import_root(path: str, roots: list[Path]) -> None:
+    """403 unless ``path`` (symlinks resolved) lies inside one of ``roots``; no roots: any path."""
+    if not roots:
+        return
+    try:
+        real = Path(path).resolve()
+    except (OSError, ValueError):  # a NUL byte, a loop of links
+        raise InvalidRequestError(f"'{path}' is not a usable path.", param="path") from None
+    if not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise PermissionDeniedError(
+            "This registry imports only from its import folders (MODEL_REGISTRY_IMPORT_ROOTS); "
+            f"'{path}' is outside them.", code="path_not_allowed")

@@ -138,3 +138,28 @@ async def test_wrong_s3_secret_refuses_to_start(s3_server: fx.S3Server, tmp_path
             pass
     assert "SignatureDoesNotMatch" in str(err.value) or "InvalidAccessKeyId" in str(err.value)
     assert "wrong-secret-value" not in str(err.value)
+
+
+async def test_import_roots_bound_what_an_import_may_read(tmp_path: Path) -> None:
+    """With MODEL_REGISTRY_IMPORT_ROOTS set, a folder outside them (a symlink out included) is 403 and
+    no job starts; a folder inside is imported."""
+    root, outside = tmp_path / "imports", tmp_path / "elsewhere"
+    for folder in (root / "tiny", outside):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"model_type": "bert"}')
+    (root / "escape").symlink_to(outside)
+    settings = registry_settings("local", tmp_path / "store").model_copy(update={"import_roots": [root]})
+    async with registry_client(settings) as (_, client):
+        for path in ("/", str(outside), str(root / "escape"), str(root / ".." / "elsewhere")):
+            resp = await client.post("/models/acme/tiny/import", json={"path": path})
+            assert resp.status_code == 403, (path, resp.text)
+            assert resp.json()["error"]["code"] == "path_not_allowed"
+        assert (await client.get("/jobs")).json()["data"] == []
+        resp = await client.post("/models/acme/tiny/import", json={"path": str(root / "tiny")})
+        assert resp.status_code == 202, resp.text
+        assert (await wait_job(client, resp.json()["id"]))["state"] == "done"
+
+
+def test_import_roots_read_from_a_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_REGISTRY_IMPORT_ROOTS", "/srv/models, /mnt/usb")
+    assert ModelRegistrySettings(_env_file=None).import_roots == [Path("/srv/models"), Path("/mnt/usb")]
