@@ -127,6 +127,8 @@ async def forward(state: GatewayState, request: Request, endpoint: Endpoint,
         check_request_caps(payload, generates=generates, embeds=endpoint.capability == "embeddings",
                            max_tokens=state.settings.max_tokens_limit,
                            max_inputs=state.settings.max_embedding_inputs)
+        if generates and state.settings.max_tokens_limit is not None:
+            raw, payload = with_default_max_tokens(raw, payload, state.settings.max_tokens_limit)
         exchange.stream = wants_stream = payload.get("stream") is True
         if state.usage.content:
             exchange.prompt = prompt_of(payload)
@@ -191,6 +193,15 @@ def with_usage_requested(raw: bytes, payload: dict[str, Any]) -> tuple[bytes, di
     if "stream_options" not in payload and opening >= 0:
         return raw[:opening + 1] + b'"stream_options":{"include_usage":true},' + raw[opening + 1:], asked
     return json.dumps(asked, separators=(",", ":")).encode(), asked
+
+
+def with_default_max_tokens(raw: bytes, payload: dict[str, Any], cap: int) -> tuple[bytes, dict[str, Any]]:
+    """A request that sets no ``max_tokens`` (nor ``max_completion_tokens``) gets the gateway's cap, so
+    the cap bounds every generation, not only the ones that ask; one that sets it is left as it is."""
+    if isinstance(payload, FormPayload) or "max_tokens" in payload or "max_completion_tokens" in payload:
+        return raw, payload
+    capped = {**payload, "max_tokens": cap}
+    return json.dumps(capped, separators=(",", ":")).encode(), capped
 
 
 def prompt_of(payload: dict[str, Any]) -> Any:

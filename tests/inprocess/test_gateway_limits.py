@@ -16,6 +16,7 @@ import pytest
 
 from tests.inprocess.keyed_gateway import (
     ADMIN,
+    ADMIN_KEY,
     PROMPT,
     bearer,
     create_key,
@@ -112,6 +113,18 @@ async def test_max_tokens_above_the_cap_is_400_naming_the_param(stack: dict[str,
     assert await worker_requests(stack["chat"], CHAT) == 0
     resp = await client.post(CHAT, json={"model": "chat", "max_tokens": 50, "messages": PROMPT}, headers=bearer(key))
     assert resp.status_code == 200
+
+
+async def test_the_cap_bounds_a_request_that_sets_no_max_tokens(tmp_path: Path) -> None:
+    async with worker("chat") as chat, keyed_gateway(tmp_path, [chat], max_tokens_limit=2) as (url, _, _):
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0) as sdk:
+            capped = await sdk.chat.completions.create(model="chat", messages=PROMPT)
+            assert capped.usage.completion_tokens == 2 and capped.choices[0].finish_reason == "length"
+            stream = await sdk.completions.create(model="chat", prompt="one two three four", stream=True)
+            pieces = [c async for c in stream]
+            assert sum(1 for c in pieces if c.choices and c.choices[0].text) == 2
+            shorter = await sdk.chat.completions.create(model="chat", messages=PROMPT, max_tokens=1)
+            assert shorter.usage.completion_tokens == 1
 
 
 async def test_too_many_embedding_inputs_is_400(stack: dict[str, Any]) -> None:
