@@ -22,6 +22,7 @@ from common.errors import InvalidRequestError
 from model_service.engines.base import Delta, Engine, EngineInfo, SamplingParams
 from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
 from model_service.engines.llm_batch import Sequence
+from model_service.engines.model_facts import context_length, eos_ids
 from model_service.engines.scheduler import BatchScheduler
 from model_service.settings import WorkerSettings
 
@@ -52,8 +53,8 @@ class TransformersLLM(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         self.model = model.to(self.device).eval()
-        self.max_model_len = self.max_model_len or _context_length(self.model.config, self.tokenizer)
-        self.eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
+        self.max_model_len = self.max_model_len or context_length(self.model.config, self.tokenizer)
+        self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id
         pad_id = min(self.eos_ids, default=0) if pad_id is None else pad_id  # masked out; any id does
         self._scheduler = BatchScheduler(self.model, max_batch_size=_batch_limit(self.model, self.settings),
@@ -136,22 +137,3 @@ def _batch_limit(model: Any, settings: WorkerSettings) -> int:
         return settings.max_batch_size
     log.warning("this model's KV cache cannot be batched here; serving one sequence at a time")
     return 1
-
-
-def _context_length(config: Any, tokenizer: Any) -> int:
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < 10**7 else 2048
-
-
-def _eos_ids(generation_config: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for value in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list):
-            ids.update(v for v in value if isinstance(v, int))
-    return ids

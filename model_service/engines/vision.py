@@ -26,8 +26,8 @@ from jinja2 import TemplateError
 from common.errors import InvalidRequestError
 from model_service.engines.base import ChatPrompt, Delta, Engine, EngineInfo, SamplingParams
 from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
-from model_service.engines.llm import _context_length, _eos_ids
 from model_service.engines.llm_batch import Sequence
+from model_service.engines.model_facts import context_length, eos_ids
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,9 @@ class TransformersVision(Engine):
         self.tokenizer = self.processor.tokenizer
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
         self.model = model.to(self.device).eval()
-        self.max_model_len = self.max_model_len or _context_length(self.model.config.get_text_config(),
+        self.max_model_len = self.max_model_len or context_length(self.model.config.get_text_config(),
                                                                    self.tokenizer)
-        self.eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
+        self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-generate")
         log.info("loaded %s on %s (%s), context %s", path, self.device, self.dtype, self.max_model_len)
 
