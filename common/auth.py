@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import Request as StarletteRequest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from common.errors import AuthenticationError, PermissionDeniedError
+from common.errors import AuthenticationError, PermissionDeniedError, error_response
 from common.settings import refuse_placeholder_secrets
 
 # Generated keys start with this, so a leaked one is recognisable (secret scanners, logs).
@@ -182,8 +184,10 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     allowed = frozenset(roles) | {Role.ADMIN}
 
     async def check(request: Request) -> Principal:
-        authenticator: Authenticator = request.app.state.authenticator
-        principal = authenticator.authenticate(bearer_token(request))
+        principal = getattr(request.state, "principal", None)  # the gate already authenticated it
+        if principal is None:
+            authenticator: Authenticator = request.app.state.authenticator
+            principal = authenticator.authenticate(bearer_token(request))
         if principal.role not in allowed:
             raise PermissionDeniedError(
                 f"This key may not use {request.url.path}; it needs a {' or '.join(sorted(allowed))} key.")
@@ -191,6 +195,42 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
         return principal
 
     return check
+
+
+# Paths every service answers without a key: health checks (load balancers, container engines) and
+# FastAPI's own API docs.
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class AuthGate:
+    """Pure ASGI: with keys on, a request without a valid key gets its 401 before anything reads the
+    body; FastAPI would otherwise parse (and answer 400 for) a JSON body before a route's key check.
+
+    It only authenticates; which role may use which route stays with :func:`require` on the routers,
+    which reuses the principal left in the request's state.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.authenticator.enabled or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = self.authenticator.authenticate(bearer_token(StarletteRequest(scope)))
+        except AuthenticationError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
+    """The authenticator for :func:`require`, and the :class:`AuthGate` in front of every route."""
+    install_authenticator(app, authenticator)
+    app.add_middleware(AuthGate, authenticator=authenticator)
 
 
 def principal_of(request: Request) -> Principal:

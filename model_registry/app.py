@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
+from common.auth import Authenticator, AuthSettings, Role, install_auth, require
 from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from common.metrics import RequestMetricsMiddleware
@@ -66,7 +66,7 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
 
     app = FastAPI(title="Model Registry", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    install_authenticator(app, Authenticator(auth))
+    install_auth(app, Authenticator(auth))
     install_body_limits(app, settings)
     # Outermost: request counts and latency include the body limit's own 413s.
     app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request)

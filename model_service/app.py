@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
+from common.auth import Authenticator, AuthSettings, Role, install_auth, require
 from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from model_service.engines.base import Engine
@@ -53,7 +53,7 @@ def create_app(settings: WorkerSettings | None = None, engine: Engine | None = N
     app.state.worker = worker
     app.state.settings = settings
     install_error_handlers(app)
-    install_authenticator(app, Authenticator(auth))
+    install_auth(app, Authenticator(auth))
     for router in OPEN_ROUTERS:
         app.include_router(router)
     for router in SERVICE_ROUTERS:

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_authenticator, require
+from common.auth import Authenticator, AuthSettings, Role, install_auth, require
 from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from service_registry.deps import RegistryState
@@ -63,7 +63,7 @@ def create_app(settings: RegistrySettings | None = None, auth: AuthSettings | No
 
     app = FastAPI(title="Service Registry", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    install_authenticator(app, Authenticator(auth))
+    install_auth(app, Authenticator(auth))
     install_body_limits(app, settings)
     for router in OPEN_ROUTERS:
         app.include_router(router)

@@ -173,6 +173,25 @@ async def test_worker_routes_need_the_service_token() -> None:
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
 
 
+async def test_no_key_is_refused_before_the_body_is_read(tmp_path: Path) -> None:
+    """A caller without a valid key learns nothing about bodies: 401 even for malformed or huge JSON,
+    and unknown paths are 401 too (no map of routes for strangers)."""
+    apps = {"worker": (worker_app(auth_on()), "/v1/chat/completions"),
+            "service registry": (registry_app(auth_on()), "/register"),
+            "model registry": (create_model_registry(registry_settings("local", tmp_path), auth=auth_on()),
+                               "/models/org/model/download")}
+    for name, (app, path) in apps.items():
+        async with running(app) as client:
+            for body in (b"{not json", b"[" * 5000, b'{"model": 5}'):
+                for headers in ({}, bearer("wrong-" + SERVICE)):
+                    resp = await client.post(path, content=body,
+                                             headers={**headers, "content-type": "application/json"})
+                    assert_refused(resp, 401, None, f"{name} {path}")
+            assert_refused(await client.get("/no/such/route"), 401, None, f"{name} unknown path")
+            assert (await client.get("/health")).status_code in (200, 503)
+            assert (await client.get("/openapi.json")).status_code == 200
+
+
 def test_bad_auth_configuration_stops_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each factory reads the environment and refuses to build; the message names, never shows, a secret."""
     monkeypatch.chdir(tmp_path)  # no stray .env
