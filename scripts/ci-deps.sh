@@ -1,13 +1,37 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond the venv: espeak-ng makes the real speech that the
-# transcription tests send. `make test` runs this first; without root or apt-get it only says what is
-# missing (those tests then skip, saying why).
+# transcription tests send; prometheus (with promtool) scrapes the real services in the monitoring
+# test. `make test` runs this first; without root or apt-get it only says what is missing (those tests
+# then skip, saying why). Packages already installed are left alone.
 set -uo pipefail
-command -v espeak-ng >/dev/null && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
-    || echo "ci-deps: could not install espeak-ng; the speech tests will skip" >&2
-else
-  echo "ci-deps: espeak-ng is not installed (sudo apt-get install espeak-ng); the speech tests will skip" >&2
+
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+[ "${#missing[@]}" = 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "ci-deps: not installed: ${missing[*]} (sudo apt-get install --no-install-recommends ${missing[*]});" \
+    "the tests that need them will skip" >&2
+  exit 0
+fi
+
+apt-get update -qq || echo "ci-deps: apt-get update failed; trying the install anyway" >&2
+for package in "${missing[@]}"; do
+  # No recommends: prometheus would bring prometheus-node-exporter, one more daemon the tests do not use.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+    || echo "ci-deps: could not install $package; the tests that need it will skip" >&2
+done
+
+# Debian's prometheus package enables a system service (scraping itself on :9090) and starts it where
+# an init system runs. The test starts its own Prometheus on a free loopback port, so the package's
+# service is stopped and disabled: nothing keeps running or listening after this script.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    service prometheus stop >/dev/null 2>&1 || true
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
 fi
 exit 0
