@@ -43,10 +43,10 @@ def _families(counts: dict[str, int], running: list[JobRecord], models: list[Mod
     for state, count in counts.items():
         jobs.add_metric([state], count)
     done = GaugeMetricFamily(f"{PREFIX}_job_progress_bytes", "Bytes a running job has stored so far.",
-                             labels=["job", "model"])
+                             labels=["job_id", "model"])
     total = GaugeMetricFamily(f"{PREFIX}_job_total_bytes",
                               "Bytes a running job will store in all (0 until the source has said).",
-                              labels=["job", "model"])
+                              labels=["job_id", "model"])
     for job in running:
         done.add_metric([job.id, job.model_id], job.bytes_done)
         total.add_metric([job.id, job.model_id], job.bytes_total)

@@ -254,14 +254,14 @@ async def test_model_registry_metrics_jobs_progress_and_store(tmp_path: Path) ->
         after = await scrape(client)
 
     m.assert_labels("model_registry_jobs", "state")
-    m.assert_labels("model_registry_job_progress_bytes", "job", "model")
-    m.assert_labels("model_registry_job_total_bytes", "job", "model")
+    m.assert_labels("model_registry_job_progress_bytes", "job_id", "model")
+    m.assert_labels("model_registry_job_total_bytes", "job_id", "model")
     for name in ("model_registry_models", "model_registry_stored_bytes", "model_registry_files_served_total"):
         m.assert_labels(name)
     assert m.value("model_registry_jobs", state="done") == 1
     assert m.value("model_registry_jobs", state="running") == 1
-    assert m.value("model_registry_job_progress_bytes", job="f" * 32, model="org/big") == 300
-    assert m.value("model_registry_job_total_bytes", job="f" * 32, model="org/big") == 1200
+    assert m.value("model_registry_job_progress_bytes", job_id="f" * 32, model="org/big") == 300
+    assert m.value("model_registry_job_total_bytes", job_id="f" * 32, model="org/big") == 1200
     assert m.value("model_registry_models") == 1
     assert m.value("model_registry_stored_bytes") == size
     assert m.value("model_registry_files_served_total") == 1
