@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.body_limit import DEFAULT_BODY_DEADLINE_S, DEFAULT_BODY_TIMEOUT_S
+
+
+def service_home() -> Path:
+    """``$MODEL_SERVICE_HOME`` or ``~/.cache/model-service``: where every service keeps its local files
+    (the store, the model cache, the starter models, the gateway's keys and usage log)."""
+    home = os.environ.get("MODEL_SERVICE_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "model-service"
 
 
 class ServiceSettings(BaseSettings):

@@ -15,21 +15,14 @@ The user-key file and the usage log default to files under the model-service hom
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, service_home
 from service_registry.settings import StaticUpstream, load_static_file
-
-
-def service_home() -> Path:
-    """``$MODEL_SERVICE_HOME`` or ``~/.cache/model-service``: where every service keeps its local files."""
-    home = os.environ.get("MODEL_SERVICE_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "model-service"
 
 
 class GatewaySettings(ServiceSettings):

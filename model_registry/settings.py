@@ -8,14 +8,13 @@ prefixed name always wins over the seed name, and the service account over the r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, service_home
 
 P = "MODEL_REGISTRY_"
 
@@ -26,9 +25,7 @@ def _alias(field: str, *seed_names: str) -> AliasChoices:
 
 def default_store_root() -> Path:
     """``$MODEL_SERVICE_HOME/store`` or ``~/.cache/model-service/store`` (next to the starter cache)."""
-    home = os.environ.get("MODEL_SERVICE_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".cache" / "model-service"
-    return base / "store"
+    return service_home() / "store"
 
 
 class ModelRegistrySettings(ServiceSettings):

@@ -7,22 +7,20 @@ and the CLI set them); every other knob reads ``WORKER_<FIELD>``. ``device``/``d
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from common.settings import ServiceSettings
+from common.settings import ServiceSettings, service_home
 
 WorkerModelType = Literal["llm", "embedding", "multimodal", "transcription"]
 
 
 def default_cache_dir() -> Path:
     """``$MODEL_SERVICE_HOME/cache`` or ``~/.cache/model-service/cache``: next to the local store."""
-    home = os.environ.get("MODEL_SERVICE_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".cache" / "model-service") / "cache"
+    return service_home() / "cache"
 
 
 class WorkerSettings(ServiceSettings):

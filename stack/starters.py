@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.settings import service_home
+
 if TYPE_CHECKING:
     from model_registry.storage import Storage
 
@@ -65,12 +67,6 @@ class StarterModelError(RuntimeError):
     """A starter package is missing or its files cannot be prepared."""
 
 
-def model_home() -> Path:
-    """Where prepared models are cached: ``$MODEL_SERVICE_HOME`` or ``~/.cache/model-service``."""
-    env = os.environ.get("MODEL_SERVICE_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "model-service"
-
-
 def package_dir(package: str) -> Path:
     """A package's folder found without importing it (some starter packages fail to import)."""
     spec = importlib.util.find_spec(package)
@@ -90,7 +86,7 @@ def prepare(starter: StarterModel, home: Path | None = None) -> Path:
         if not (folder / "config.json").is_file():
             raise StarterModelError(f"{starter.package} has no model folder at {folder}")
         return folder
-    target = (home or model_home()) / "starters" / starter.model_id.replace("/", "--")
+    target = (home or service_home()) / "starters" / starter.model_id.replace("/", "--")
     if (target / COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
