@@ -15,7 +15,6 @@ Written as raw ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass thr
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import APIError, PayloadTooLargeError, RequestTimeoutError
+from common.errors import PayloadTooLargeError, RequestTimeoutError, error_response
 
 if TYPE_CHECKING:  # settings import this module's defaults
     from common.settings import ServiceSettings
@@ -85,7 +84,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.max_bytes > 0 and self._declared_length(scope) > self.max_bytes:
-            await self._reject(send, too_large(self.max_bytes))
+            await error_response(too_large(self.max_bytes))(scope, receive, send)
             return
         deadline = time.monotonic() + self.body_deadline_s if self.body_deadline_s > 0 else None
         seen = 0
@@ -116,10 +115,10 @@ class BodyLimitMiddleware:
             await self.app(scope, bounded_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send, too_large(self.max_bytes))
+                await error_response(too_large(self.max_bytes))(scope, receive, send)
         except BodyTimeout as exc:
             if not started:
-                await self._reject(send, exc.error)
+                await error_response(exc.error)(scope, receive, send)
 
     async def _next_message(self, receive: Receive, deadline: float | None) -> Message:
         """The next message, or :class:`BodyTimeout` when it does not come in time."""
@@ -147,14 +146,6 @@ class BodyLimitMiddleware:
                 except ValueError:
                     return 0
         return 0
-
-    @staticmethod
-    async def _reject(send: Send, err: APIError) -> None:
-        payload = json.dumps(err.body()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
-        await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
 
 
 def install_body_limits(app: Starlette, settings: ServiceSettings) -> None:
