@@ -72,6 +72,7 @@ class LocalStack:
         self.options = options
         self.children: list[Child] = []
         self.revisions: dict[str, str] = {}
+        self.auth = AuthSettings(_env_file=None, auth=False)  # the real one is read in run()
         self._stopping = False
 
     # --- plan ---------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class LocalStack:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
-            AuthSettings()  # a bad key setup stops here, before any child starts
+            self.auth = AuthSettings()  # a bad key setup stops here, before any child starts
             if self.options.engine != "fake":
                 print("Importing the starter models into the model store (the first run converts and "
                       "copies them once)...", flush=True)
@@ -165,7 +166,7 @@ class LocalStack:
         wanted = {self._model_of(c) for c in workers}
         gateway = self.children[-1]
         deadline = time.monotonic() + self.options.ready_timeout
-        with httpx.Client(timeout=2.0, headers=_admin_headers()) as client:
+        with httpx.Client(timeout=2.0, headers=_admin_headers(self.auth)) as client:
             while time.monotonic() < deadline:
                 dead = self._dead()
                 if dead is not None:
@@ -195,7 +196,7 @@ class LocalStack:
                                                                    "models": "model registry"}[c.name]
             lines.append(f"  {c.name:<{width}} {c.url}  ({what})")
         auth = ""
-        if AuthSettings().auth:  # keys on (a .env says so): show how to get one and use it
+        if self.auth.auth:  # keys on (a .env says so): show how to get one and use it
             lines += ["", "API keys are on. Make one (the admin key comes from MODEL_SERVICE_ADMIN_KEY):",
                       f"  export KEY=$(model-service keys create --url {gateway.url} --name me)"]
             auth = " -H \"Authorization: Bearer $KEY\""
@@ -239,10 +240,9 @@ class LocalStack:
             print("Stopped.", flush=True)
 
 
-def _admin_headers() -> dict[str, str]:
+def _admin_headers(auth: AuthSettings) -> dict[str, str]:
     """The admin key as a bearer when ``MODEL_SERVICE_AUTH`` is on (a ``.env`` copied from the example
     turns it on for the embedded stack too), so the readiness check sees the gateway's model list."""
-    auth = AuthSettings()
     if not auth.auth or auth.admin_key is None:
         return {}
     return {"authorization": f"Bearer {auth.admin_key.get_secret_value()}"}
