@@ -19,8 +19,7 @@ from model_registry.errors import ChecksumError
 from model_registry.ids import validate_model_id
 from model_registry.ingest import Progress
 from model_registry.records import FileEntry
-from model_registry.settings import ModelRegistrySettings
-from model_registry.storage import Storage, file_sha256, open_storage
+from model_registry.storage import Storage, file_sha256
 
 
 def fetch_model(store: Storage, model_id: str, revision_or_alias: str | None, cache_dir: str | Path,
@@ -42,17 +41,6 @@ def fetch_model(store: Storage, model_id: str, revision_or_alias: str | None, ca
             _copy_verified(store, model_id, revision, entry, local, progress)
         progress.file_done()
     return target
-
-
-def fetch_model_with_settings(settings: ModelRegistrySettings, model_id: str, revision_or_alias: str | None,
-                              cache_dir: str | Path) -> Path:
-    """``fetch_model`` against the store the registry settings (env) describe; for worker start-up."""
-    store = open_storage(settings)
-    try:
-        store.check()
-        return fetch_model(store, model_id, revision_or_alias, cache_dir)
-    finally:
-        store.close()
 
 
 def _copy_verified(store: Storage, model_id: str, revision: str, entry: FileEntry, local: Path,
