@@ -187,6 +187,9 @@ def test_device_and_dtype_resolution(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert resolve_dtype("auto", "cpu") == torch.float32
+    # AVX-512 BF16 without AMX: bf16 runs, but slower than fp32 (docs/BENCHMARKS.md), so auto stays fp32.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_dtype("auto", "cpu") == torch.float32
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert resolve_dtype("auto", "cpu") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
