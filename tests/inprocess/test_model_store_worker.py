@@ -159,7 +159,9 @@ async def test_gguf_import_converts_once_and_records_its_source(tmp_path: Path, 
     store.close()
 
 
-def test_import_starters_is_idempotent(tmp_path: Path, smollm_path: Path, minilm_path: Path) -> None:
+def test_import_starters_is_idempotent(tmp_path: Path, smollm_path: Path, minilm_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_registry.ingest import RevisionWriter
     from stack.starters import STARTERS, import_starters
 
     store = open_storage(registry_settings("local", tmp_path))
@@ -170,7 +172,24 @@ def test_import_starters_is_idempotent(tmp_path: Path, smollm_path: Path, minilm
     for starter in STARTERS:
         assert catalog.resolve(starter.model_id) == revisions[starter.model_id]
         assert catalog.get_model(starter.model_id).type == starter.model_type
-    started = time.monotonic()
+    before = stored_files(tmp_path / "store")
+    writes: list[str] = []
+    for name in ("store_file", "store_stream"):  # count (and still do) every file the import stores
+        monkeypatch.setattr(RevisionWriter, name, counting(getattr(RevisionWriter, name), writes))
     assert import_starters(store) == revisions
-    assert time.monotonic() - started < 5  # nothing copied or hashed again
+    assert writes == []  # nothing read, hashed or copied again
+    assert stored_files(tmp_path / "store") == before
     store.close()
+
+
+def stored_files(root: Path) -> dict[Path, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def counting(method, calls: list[str]):
+    """``method`` that also records the store path of each call."""
+    def wrapper(self, path: str, *args, **kwargs):
+        calls.append(path)
+        return method(self, path, *args, **kwargs)
+    return wrapper
