@@ -1,4 +1,6 @@
-"""Who may call what on the gateway, on top of the shared check in :mod:`common.auth`.
+"""Step two of a proxied request, authorize and limit; and who may call what on the gateway at all.
+
+Route access builds on the shared check in :mod:`common.auth`:
 
 | routes | keys admitted |
 |---|---|
@@ -7,23 +9,53 @@
 | ``/services``, ``/gpu-stats``, ``/metrics`` | service token, admin |
 | ``/admin/*``, ``/usage`` | admin |
 
-A user key limited to some models gets 403 ``model_not_allowed`` for any other, checked on the model
-the request resolves to (a default filled in counts), and its fallbacks are only models it may use.
-With auth off every caller is the anonymous admin and none of this costs more than a function call.
-Refused attempts are written to the usage log, so it doubles as an audit trail of who knocked.
+Before any worker is called, :func:`admit` checks a proxied request: the caller's key must allow the
+model it resolves to (a default filled in counts; 403 ``model_not_allowed``), images must go to a model
+that takes them, the request must be within the gateway's caps (``max_tokens``, embedding inputs), and
+the key within its rate limits (429). A refused request never reaches a worker. Its fallbacks are only
+models the key may use. With auth off every caller is the anonymous admin and none of this costs more
+than a function call. Refused attempts are written to the usage log, so it doubles as an audit trail
+of who knocked.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 
 from common.auth import Principal, Role, bearer_token, digest, require
 from common.errors import APIError, PermissionDeniedError
-from gateway.usage import utc_iso
+from gateway.accounting import usage_line
+from gateway.deps import GatewayState
+from gateway.limits import Grant, check_request_caps
+from gateway.request import ProxyRequest
+from gateway.routing import check_accepts_images, fallback_chain
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted request: the key's grant (headers, token charge) and the models it may go to."""
+
+    grant: Grant
+    models: list[str]  # the requested model, then the fallbacks this key may use
+
+
+def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> Admission:
+    """Authorize and limit ``request``: 403, 400 or 429 before any worker is called, else an admission
+    that has taken one request from the key's budget."""
+    check_model_allowed(principal, request.model)
+    if request.images:
+        check_accepts_images(state.upstreams.snapshot, request.model)
+    settings = state.settings
+    check_request_caps(request.payload, generates=request.generates,
+                       embeds=request.endpoint.capability == "embeddings", max_tokens=settings.max_tokens_limit,
+                       max_inputs=settings.max_embedding_inputs)
+    grant = state.limits.admit(principal)
+    models = [m for m in fallback_chain(request.model, settings.fallbacks) if principal.allows_model(m)]
+    return Admission(grant, models)
 
 
 def check_model_allowed(principal: Principal, model: str) -> None:
@@ -63,10 +95,6 @@ def _log_refusal(request: Request, exc: APIError) -> None:
         key_id = request.app.state.authenticator.authenticate(token).key_id
     elif token:
         key_id = state.keys.known_id(digest(token))
-    state.usage.write({
-        "time": utc_iso(time.time()), "request_id": request.headers.get("x-request-id"),
-        "key_id": key_id, "model": None, "replica": None,
-        "endpoint": request.url.path, "status": exc.status, "error": exc.code or exc.type, "stream": False,
-        "prompt_tokens": None, "completion_tokens": None, "total_tokens": None, "latency_ms": None,
-        "ttft_ms": None, "client_ip": request.client.host if request.client else None,
-    })
+    state.usage.write(usage_line(request_id=request.headers.get("x-request-id"), key_id=key_id,
+                                 endpoint=request.url.path, status=exc.status, error=exc.code or exc.type,
+                                 client_ip=request.client.host if request.client else None))

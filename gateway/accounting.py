@@ -1,14 +1,21 @@
-"""What an answer cost: token usage and time to first token, read off the bytes the proxy passes on.
+"""The last step of a proxied request: what it cost, and where that is recorded.
 
-Non-streamed answers carry ``usage`` at the end of a JSON body. Only that object is decoded
-(:func:`usage_in`): the body around it (choices, embedding vectors) is never parsed. Streamed answers
-are watched event by event by :class:`StreamTap`: the events before the first content are decoded to
-find it (one or two small ones), and after that only an event with a non-null ``usage`` is.
+An :class:`Exchange` follows one request from arrival to its last byte and is finished exactly once,
+however the request ended (answered, refused, failed, client gone): the metrics, the key's token
+charge and the usage-log line all come from :meth:`Exchange.finish`, and every request line of the
+usage log is built by :func:`usage_line`.
+
+Token usage and time to first token are read off the bytes the proxy passes on. Non-streamed
+answers carry ``usage`` at the end of a JSON body; only that object is decoded (:func:`usage_in`),
+the body around it (choices, embedding vectors) is never parsed. Streamed answers are watched event
+by event by :class:`StreamTap`: the events before the first content are decoded to find it (one or
+two small ones), and after that only an event with a non-null ``usage`` is.
 
 A client that streams without ``stream_options.include_usage`` still has its usage counted: the proxy
-asks the upstream for it, and the tap takes it out again, both the final usage-only chunk and the
-``"usage":null`` the upstream adds to every other chunk when asked, so the client gets what a normal
-stream would have sent, byte for byte.
+asks the upstream for it (:mod:`gateway.request`), and the tap takes it out again, both the final
+usage-only chunk and the ``"usage":null`` that OpenAI's wire shape puts on every other chunk when
+usage is asked for (our workers and vLLM alike), so the client gets what a normal stream would have
+sent, byte for byte.
 """
 
 from __future__ import annotations
@@ -16,8 +23,20 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
+
+from fastapi import Request
+
+from common.auth import Principal, principal_of
+from common.errors import APIError
+from gateway.deps import GatewayState
+from gateway.limits import UNLIMITED, Grant, RateLimitError
+from gateway.metrics import NO_MODEL
+from gateway.request import ProxyRequest, prompt_of
+from gateway.routing import Endpoint
+from gateway.usage import utc_iso
 
 # The JSON OpenAI-compatible servers append to each chunk when asked for usage (ours and vLLM's
 # spelling, with or without spaces); only a trailing one is removed.
@@ -32,13 +51,16 @@ TAIL_BYTES = 8192
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenCount:
+    """The token counts an upstream reported, as far as they are whole numbers (the wire ``Usage``,
+    read leniently: another server's odd field is not worth failing an answer for)."""
+
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
 
     @classmethod
-    def parse(cls, value: object) -> Usage | None:
+    def parse(cls, value: object) -> TokenCount | None:
         if not isinstance(value, dict):
             return None
         prompt, completion, total = (_count(value.get(k)) for k in ("prompt_tokens", "completion_tokens",
@@ -52,7 +74,7 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def usage_in(body: bytes) -> Usage | None:
+def usage_in(body: bytes) -> TokenCount | None:
     """The last ``"usage": {...}`` object of a JSON body, decoded on its own.
 
     Text inside the answer cannot fake it: a quote in a string value is escaped, so ``"usage":``
@@ -66,7 +88,7 @@ def usage_in(body: bytes) -> Usage | None:
                 value, _ = _DECODER.raw_decode(body[found.end():].decode("utf-8", "replace"))
             except ValueError:
                 return None
-            return Usage.parse(value)
+            return TokenCount.parse(value)
         end = at
     return None
 
@@ -82,7 +104,7 @@ class StreamTap:
     def __init__(self, *, strip_usage: bool, keep_text: bool = False) -> None:
         self.strip_usage = strip_usage
         self.keep_text = keep_text
-        self.usage: Usage | None = None
+        self.usage: TokenCount | None = None
         self.first_content_at: float | None = None  # perf_counter() of the first content event
         self.content_events = 0
         self.text: list[str] = []
@@ -128,7 +150,7 @@ class StreamTap:
             return event
         if not isinstance(payload, dict):
             return event
-        if (usage := Usage.parse(payload.get("usage"))) is not None:
+        if (usage := TokenCount.parse(payload.get("usage"))) is not None:
             self.usage = usage
             if self.strip_usage and not payload.get("choices"):
                 return b""
@@ -218,3 +240,80 @@ def answer_text(body: bytes) -> str | None:
             elif isinstance(choice.get("text"), str):
                 parts.append(choice["text"])
     return "\n".join(parts) if parts else None
+
+
+@dataclass
+class Exchange:
+    """One proxied request as the usage log, the metrics and the limits see it."""
+
+    state: GatewayState
+    endpoint: Endpoint  # as called (a chat with images keeps the chat path)
+    principal: Principal
+    request_id: str
+    client_ip: str | None
+    started: float = field(default_factory=time.perf_counter)
+    wall: float = field(default_factory=time.time)
+    request: ProxyRequest | None = None  # once the body is read and the model resolved
+    grant: Grant = UNLIMITED
+
+    @classmethod
+    def begin(cls, state: GatewayState, request: Request, endpoint: Endpoint) -> Exchange:
+        return cls(state, endpoint, principal_of(request), request.headers.get("x-request-id") or uuid.uuid4().hex,
+                   request.client.host if request.client else None)
+
+    @property
+    def label(self) -> str:
+        return self.request.label if self.request is not None else NO_MODEL
+
+    def refused(self, exc: APIError) -> None:
+        """Account for a request answered with an error before any upstream answer was relayed."""
+        exc.headers.setdefault("x-request-id", self.request_id)
+        for name, value in self.state.limits.headers(self.principal).items():
+            exc.headers.setdefault(name, value)
+        if isinstance(exc, RateLimitError):
+            self.state.metrics.child(self.state.metrics.rate_limited, self.label).inc()
+        self.finish(exc.status, error=exc.code or exc.type)
+
+    def finish(self, status: int, *, replica: str | None = None, usage: TokenCount | None = None,
+               first_content_at: float | None = None, error: str | None = None, completion: str | None = None,
+               estimated_tokens: int = 0) -> None:
+        state, now, label = self.state, time.perf_counter(), self.label
+        state.metrics.observe(label, self.endpoint.path, status, now - self.started)
+        ttft = first_content_at - self.started if first_content_at is not None else None
+        if ttft is not None:
+            state.metrics.child(state.metrics.ttft, label).observe(ttft)
+        if usage is not None:
+            state.metrics.count_tokens(label, usage.prompt_tokens, usage.completion_tokens)
+        used = usage.total_tokens if usage is not None and usage.total_tokens is not None else estimated_tokens
+        self.grant.charge(used)
+        if not state.usage.enabled:
+            return
+        asked = self.request
+        entry = usage_line(
+            wall=self.wall, request_id=self.request_id, key_id=self.principal.key_id,
+            model=asked.model if asked is not None else None, replica=replica, endpoint=self.endpoint.path,
+            status=status, stream=asked is not None and asked.stream, tokens=usage,
+            latency_ms=round((now - self.started) * 1000, 2),
+            ttft_ms=round(ttft * 1000, 2) if ttft is not None else None, client_ip=self.client_ip, error=error)
+        if state.usage.content:
+            entry["prompt"] = prompt_of(asked.payload) if asked is not None else None
+            entry["completion"] = completion
+        state.usage.write(entry)
+
+
+def usage_line(*, request_id: str | None, key_id: str | None, endpoint: str, status: int, client_ip: str | None,
+               wall: float | None = None, model: str | None = None, replica: str | None = None,
+               stream: bool = False, tokens: TokenCount | None = None, latency_ms: float | None = None,
+               ttft_ms: float | None = None, error: str | None = None) -> dict[str, Any]:
+    """One request's line of the usage log (the only place one is built; ``error`` only when there is one)."""
+    entry: dict[str, Any] = {
+        "time": utc_iso(time.time() if wall is None else wall), "request_id": request_id, "key_id": key_id,
+        "model": model, "replica": replica, "endpoint": endpoint, "status": status, "stream": stream,
+        "prompt_tokens": tokens.prompt_tokens if tokens else None,
+        "completion_tokens": tokens.completion_tokens if tokens else None,
+        "total_tokens": tokens.total_tokens if tokens else None,
+        "latency_ms": latency_ms, "ttft_ms": ttft_ms, "client_ip": client_ip,
+    }
+    if error is not None:
+        entry["error"] = error
+    return entry

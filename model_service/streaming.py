@@ -1,48 +1,34 @@
-"""Server-sent events and client disconnects.
+"""Server-sent events for the worker's streamed answers.
 
 A streaming answer holds its engine slot until the stream ends however it ends: finished, failed,
-or the client gone before the first byte (when Starlette never even starts the body iterator), so
-the slot is released in the response's own ``__call__`` rather than inside the generator.
+or the client gone before the first byte. :func:`event_stream` hands the slot to
+:class:`common.streaming.ClosingStreamingResponse`, whose close hook runs in every one of those cases.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
-
-from fastapi import Request
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from typing import Any
 
 from common.errors import APIError, sse_error_event
 from common.protocol import SSE_DONE, sse
+from common.streaming import ClosingStreamingResponse
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-class ClientClosedError(APIError):
-    """The client went away before the answer was ready (nginx's 499; nobody reads it)."""
+def event_stream(payloads: AsyncIterator[dict[str, Any]], held: AsyncExitStack) -> ClosingStreamingResponse:
+    """``payloads`` as an SSE response that closes ``held`` (the engine slot) when it ends."""
 
-    status, type, code = 499, "invalid_request_error", "client_closed_request"
+    async def release(_sent: bool) -> None:
+        await held.aclose()
 
-
-class EventStreamResponse(StreamingResponse):
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[bytes], held: AsyncExitStack) -> None:
-        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        self.held = held
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.held.aclose()
+    return ClosingStreamingResponse(sse_events(payloads), on_close=release, headers=SSE_HEADERS,
+                                    media_type="text/event-stream")
 
 
 async def sse_events(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -59,23 +45,3 @@ async def sse_events(payloads: AsyncIterator[dict[str, Any]]) -> AsyncIterator[b
                               "internal_error")
         return
     yield SSE_DONE
-
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work`` but cancel it when the client disconnects first (non-streaming answers)."""
-    task = asyncio.ensure_future(work)
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.create_task(watch())
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            return task.result()
-        raise ClientClosedError("The client closed the connection before the answer was ready.")
-    finally:
-        for pending in (task, watcher):
-            pending.cancel()
-        await asyncio.gather(task, watcher, return_exceptions=True)

@@ -12,12 +12,13 @@ from fastapi import APIRouter, Request
 from common.errors import InvalidRequestError
 from common.metrics import started_at
 from common.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage, TextPart, Usage, new_id, now
+from common.streaming import cancel_on_disconnect
 from model_service.chunks import ChatChunks, chat_completion
 from model_service.deps import EngineDep, WorkerDep, check_request
 from model_service.engines.base import ChatPrompt, Engine
 from model_service.generation import ChoiceEvent, collect, merge, run_choice, sampling_params
 from model_service.images import ImageLimits, load_images
-from model_service.streaming import EventStreamResponse, cancel_on_disconnect, sse_events
+from model_service.streaming import event_stream
 from model_service.worker import Worker
 
 router = APIRouter()
@@ -79,7 +80,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, worker:
     worker.metrics.prompt_tokens.inc(len(prompt_ids))
     if req.stream:
         events = worker.metrics.first_token(events, started_at(request.state))
-        return EventStreamResponse(sse_events(_stream(worker, req, events, len(prompt_ids))), held)
+        return event_stream(_stream(worker, req, events, len(prompt_ids)), held)
     async with held:
         results = await cancel_on_disconnect(request, collect(events, req.n))
     worker.metrics.completion_tokens.inc(sum(r.completion_tokens for r in results))

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Request
 
 from common.metrics import started_at
 from common.protocol import Completion, CompletionRequest, Usage, new_id, now
+from common.streaming import cancel_on_disconnect
 from model_service.chunks import CompletionChunks, completion
 from model_service.deps import EngineDep, WorkerDep, check_request
 from model_service.generation import ChoiceEvent, collect, merge, run_choice, sampling_params
-from model_service.streaming import EventStreamResponse, cancel_on_disconnect, sse_events
+from model_service.streaming import event_stream
 from model_service.worker import Worker
 
 router = APIRouter()
@@ -40,7 +41,7 @@ async def completions(req: CompletionRequest, request: Request, worker: WorkerDe
     worker.metrics.prompt_tokens.inc(prompt_tokens)
     if req.stream:
         events = worker.metrics.first_token(events, started_at(request.state))
-        return EventStreamResponse(sse_events(_stream(worker, req, events, prefixes, prompt_tokens)), held)
+        return event_stream(_stream(worker, req, events, prefixes, prompt_tokens), held)
     async with held:
         results = await cancel_on_disconnect(request, collect(events, len(streams)))
     worker.metrics.completion_tokens.inc(sum(r.completion_tokens for r in results))

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 
 from common.errors import InvalidRequestError
 from common.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
+from common.streaming import cancel_on_disconnect
 from model_service.deps import EngineDep, WorkerDep, check_request
-from model_service.streaming import cancel_on_disconnect
 from model_service.vectors import check_dimensions, shorten, to_base64
 
 router = APIRouter()

@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 
 import httpx
 
-from gateway.proxy import has_image_parts
+from gateway.request import has_image_parts
 from model_service.app import create_app
 from model_service.settings import WorkerSettings
 from tests.inprocess.conftest import assert_error, sse_events

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from common.auth import Principal, Role
-from gateway.accounting import StreamTap, Usage, usage_in
+from gateway.accounting import StreamTap, TokenCount, usage_in
 from gateway.limits import Limiter, RateLimitError, check_request_caps, duration
 
 ROLE = b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}\n\n'
@@ -32,7 +32,7 @@ def run(tap: StreamTap, stream: bytes, cuts: list[int]) -> bytes:
 def test_stripping_gives_the_plain_stream_however_it_is_cut(cut: int) -> None:
     tap = StreamTap(strip_usage=True)
     assert run(tap, ASKED, [cut, min(len(ASKED), cut + 3)]) == PLAIN
-    assert tap.usage == Usage(7, 2, 9) and tap.first_content_at is not None and tap.content_events >= 2
+    assert tap.usage == TokenCount(7, 2, 9) and tap.first_content_at is not None and tap.content_events >= 2
 
 
 @pytest.mark.parametrize("strip", [True, False])
@@ -41,13 +41,13 @@ def test_whole_chunks_of_events_after_the_first_content(strip: bool) -> None:
     first = len(ROLE + WORD)
     cuts = [first, first + len(WORD + END)]  # the middle chunk takes the quick path, the last one not
     assert run(tap, ASKED, cuts) == (PLAIN if strip else ASKED)
-    assert tap.usage == Usage(7, 2, 9)
+    assert tap.usage == TokenCount(7, 2, 9)
 
 
 def test_without_stripping_the_bytes_pass_unchanged_and_usage_is_still_read() -> None:
     tap = StreamTap(strip_usage=False, keep_text=True)
     assert run(tap, ASKED, [5, 100, 101]) == ASKED
-    assert tap.usage == Usage(7, 2, 9) and "".join(tap.text) == " fox fox"
+    assert tap.usage == TokenCount(7, 2, 9) and "".join(tap.text) == " fox fox"
 
 
 def test_a_stream_cut_mid_event_passes_the_rest_as_it_came() -> None:
@@ -58,10 +58,10 @@ def test_a_stream_cut_mid_event_passes_the_rest_as_it_came() -> None:
 
 def test_usage_of_a_json_body_is_found_without_parsing_the_rest() -> None:
     body = {"object": "list", "data": [{"embedding": [0.1] * 5000}], "usage": {"prompt_tokens": 3, "total_tokens": 3}}
-    assert usage_in(json.dumps(body).encode()) == Usage(3, None, 3)
+    assert usage_in(json.dumps(body).encode()) == TokenCount(3, None, 3)
     tricky = {"choices": [{"message": {"content": 'say "usage": {"prompt_tokens": 99}'}}],
               "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
-    assert usage_in(json.dumps(tricky).encode()) == Usage(1, 2, 3)
+    assert usage_in(json.dumps(tricky).encode()) == TokenCount(1, 2, 3)
     assert usage_in(json.dumps({"choices": [{"text": '"usage": {"prompt_tokens": 5}'}]}).encode()) is None
     assert usage_in(b"not json") is None
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.errors import InvalidRequestError
-from gateway.proxy import body_for_model, parse_body
+from gateway.request import body_for_model, parse_body
 from gateway.settings import GatewaySettings
 
 
