@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from gateway.keys_cli import add_keys_commands
 from model_registry.cli import add_models_commands
+from model_service.engines import ENGINES
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM
 
 
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "verify sha256, load offline (default: path)")
     worker.add_argument("--model-revision", default=None,
                         help="revision or alias to fetch with --model-source store (default: current)")
-    worker.add_argument("--engine", default=None, choices=["auto", "fake"])
+    worker.add_argument("--engine", default=None, choices=["auto", *ENGINES],
+                        help="'auto': the usual engine for the model type (default)")
     worker.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     worker.add_argument("--registry-url", default=None,
                         help="service registry to register with, e.g. http://127.0.0.1:8070")
