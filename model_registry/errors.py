@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.errors import APIError, NotFoundError, ServiceUnavailableError
+from common.errors import APIError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 
 
 class ChecksumError(APIError):
@@ -20,6 +20,25 @@ class ChecksumError(APIError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class ModelTypeError(InvalidRequestError):
+    """A revision is stored as another model type than the one a worker serves."""
+
+    code = "model_type_mismatch"
+
+
+class FetchError(RuntimeError):
+    """A worker could not get a verified copy of its model from the store (``fetch_from_store``).
+
+    Carries where the store is and the typed error that stopped the fetch (also chained), so the
+    worker can say what failed and where in one message."""
+
+    def __init__(self, where: str, cause: Exception) -> None:
+        self.where = where
+        self.cause = cause
+        self.detail = f"{type(cause).__name__}: {getattr(cause, 'message', None) or cause}"
+        super().__init__(f"{self.detail} ({where})")
 
 
 class RevisionNotFoundError(NotFoundError):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from common.errors import InvalidRequestError
 from common.protocol import ChatCompletionRequest, CompletionRequest
-from model_service.engines.base import Engine, SamplingParams, TokenLogprob
+from model_service.engines.base import SampledToken, SamplingParams, TextGenerator
 from model_service.stops import StopMatcher
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ class ChoiceEvent:
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
-    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[SampledToken] = field(default_factory=list)
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ChoiceResult:
     text: str = ""
     finish_reason: str = "stop"
     completion_tokens: int = 0
-    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[SampledToken] = field(default_factory=list)
 
 
 def sampling_params(
@@ -74,17 +74,15 @@ def sampling_params(
     )
 
 
-async def run_choice(engine: Engine, prompt_ids: list[int], params: SamplingParams, stops: list[str],
+async def run_choice(engine: TextGenerator, prompt_ids: list[int], params: SamplingParams, stops: list[str],
                      index: int, media: Any = None) -> AsyncIterator[ChoiceEvent]:
     """One sequence with stop strings applied; leaving early closes (and so cancels) the engine.
 
-    ``media`` (a vision prompt's pixel values) is passed only when there is some, so text engines
-    keep their two-argument ``generate``."""
+    ``media``: the prompt's ``ChatPrompt.media`` (a vision prompt's pixel values), passed through."""
     matcher = StopMatcher(stops)
     tokens = 0
-    pending: list[TokenLogprob] = []
-    deltas_of = engine.generate(prompt_ids, params) if media is None else engine.generate(prompt_ids, params, media)
-    async with aclosing(deltas_of) as deltas:
+    pending: list[SampledToken] = []
+    async with aclosing(engine.generate(prompt_ids, params, media)) as deltas:
         async for delta in deltas:
             tokens += len(delta.token_ids)
             pending.extend(delta.logprobs)

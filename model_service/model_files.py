@@ -1,15 +1,22 @@
-"""Where a worker's model files come from: a folder as given, or a verified copy from the model store.
+"""Start-up step one: the model files a worker loads, and the promise that loading them stays offline.
 
-With ``model_source="store"`` the worker reads the same object store the model registry writes (the
-registry's own settings class, so ``MODEL_REGISTRY_*`` and the seed's ``MINIO_*`` names mean the same
-thing in one ``.env``). It resolves the revision or alias, copies the files into ``cache_dir`` (files
-already there whose sha256 matches are kept, not copied again), verifies every sha256 and hands the
-engine a plain Hugging Face folder, loaded with ``HF_HUB_OFFLINE=1``.
+With ``model_source="path"`` the folder is ``MODEL_PATH`` as given. With ``model_source="store"``
+the worker reads the object store the model registry writes directly (the registry server need not
+run), through the registry's one entry point for workers, ``model_registry.fetch.fetch_from_store``
+(and its ``FetchError``): it resolves the revision or alias, copies the files into ``cache_dir``
+(files already there whose sha256 matches are kept, not copied again), verifies every sha256 and
+hands back a plain Hugging Face folder. ``MODEL_REGISTRY_*`` and the seed's ``MINIO_*`` names
+describe the store, read from the environment by the registry's own settings class, so they mean
+the same thing in one ``.env``.
 
 This runs in the worker's load thread, so ``/health`` answers 503 ``loading`` meanwhile. Any failure
-(store unreachable, model or revision missing, a checksum mismatch) is a ``ModelFilesError`` naming
-the model, the store and, for a mismatch, the file; the worker keeps running and reports it in
-``/health`` (503, status ``error``) and its log. Nothing is ever loaded from an unverified copy.
+(store unreachable, model or revision missing, stored as another type, a checksum mismatch) is a
+``ModelFilesError`` naming the model, the store and, for a mismatch, the file; the worker keeps
+running and reports it in ``/health`` (503, status ``error``) and its log. Nothing is ever loaded
+from an unverified copy.
+
+Every engine loads local files only, so this is also the one place the worker turns the Hugging Face
+libraries offline (``offline``), before any engine imports them.
 """
 
 from __future__ import annotations
@@ -17,15 +24,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
-from model_registry.catalog import Catalog
-from model_registry.fetch import fetch_model
-from model_registry.ingest import Progress
-from model_registry.settings import ModelRegistrySettings
-from model_registry.storage import open_storage
+from model_registry.errors import FetchError
+from model_registry.fetch import fetch_from_store
 from model_service.settings import WorkerSettings
 
+if TYPE_CHECKING:
+    from model_registry.settings import ModelRegistrySettings
+
 log = logging.getLogger(__name__)
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 class ModelFilesError(RuntimeError):
@@ -33,44 +42,36 @@ class ModelFilesError(RuntimeError):
 
 
 def prepare_model_files(settings: WorkerSettings, store: ModelRegistrySettings | None = None) -> WorkerSettings:
-    """The settings the engine should load with: unchanged for ``path``, ``model_path`` filled for ``store``."""
-    if settings.model_source != "store":
-        return settings
-    return settings.model_copy(update={"model_path": resolve_model_path(settings, store)})
+    """The settings the engine should load with (``model_path`` filled in for ``store``), with the
+    Hugging Face libraries set offline. ``store``: the store's settings (default: from the environment)."""
+    if settings.model_source == "store":
+        settings = settings.model_copy(update={"model_path": resolve_model_path(settings, store)})
+    offline(forced=settings.model_source == "store")
+    return settings
+
+
+def offline(*, forced: bool) -> None:
+    """Keep model libraries off the network. A verified store copy is complete, so nothing may reach
+    for the network while loading it (``forced``); for a plain path it is the default, which a site may
+    override (``HF_HUB_OFFLINE=0``) to let ``MODEL_PATH`` name a hub repo."""
+    for name in OFFLINE_ENV:
+        if forced:
+            os.environ[name] = "1"
+        else:
+            os.environ.setdefault(name, "1")
 
 
 def resolve_model_path(settings: WorkerSettings, store: ModelRegistrySettings | None = None) -> str:
-    """Fetch and verify the configured revision into the cache; return the local folder.
-
-    ``store``: the store's settings (default: read from the environment, like the registry does).
-    """
+    """Fetch and verify the configured revision into the cache; return the local folder."""
     model_id = settings.store_model_id or settings.model_name
     what = f"model '{model_id}' revision '{settings.model_revision}'"
-    storage = open_storage(store or ModelRegistrySettings())
-    where = storage.describe()
-    log.info("fetching %s from %s into %s", what, where, settings.cache_dir)
+    log.info("fetching %s from the model store into %s", what, settings.cache_dir)
     started = time.monotonic()
-    progress = Progress()
     try:
-        storage.check()
-        catalog = Catalog(storage)
-        revision = catalog.resolve(model_id, settings.model_revision)
-        manifest = catalog.manifest(model_id, revision)
-        if manifest.model_type and manifest.model_type != settings.model_type:
-            raise ModelFilesError(f"Cannot start from the model store: {what} is stored as a "
-                                  f"'{manifest.model_type}' model but this worker serves '{settings.model_type}'.")
-        folder = fetch_model(storage, model_id, revision, settings.cache_dir, progress)
-    except ModelFilesError:
-        raise
-    except Exception as exc:  # the typed store errors and OSError alike: say what and where, keep the cause
-        message = getattr(exc, "message", None) or str(exc)
-        raise ModelFilesError(f"Cannot start from the model store ({where}): {what}: "
-                              f"{type(exc).__name__}: {message}") from exc
-    finally:
-        storage.close()
-    # The verified copy is complete: nothing may reach for the network while loading it.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    log.info("%s@%s verified: %d files, %.1f MB (sha256) in %.1f s -> %s", model_id, revision,
-             progress.files_done, progress.bytes_done / 1e6, time.monotonic() - started, folder)
-    return str(folder)
+        got = fetch_from_store(model_id, settings.model_revision, settings.cache_dir,
+                               model_type=settings.model_type, settings=store)
+    except FetchError as exc:
+        raise ModelFilesError(f"Cannot start from the model store ({exc.where}): {what}: {exc.detail}") from exc
+    log.info("%s@%s verified from %s: %d files, %.1f MB (sha256) in %.1f s -> %s", model_id, got.revision,
+             got.store, got.files, got.size / 1e6, time.monotonic() - started, got.folder)
+    return str(got.folder)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.settings import ServiceSettings, service_home
+from model_service.engines import engine_name
 
 WorkerModelType = Literal["llm", "embedding", "multimodal", "transcription"]
 
@@ -49,7 +50,8 @@ class WorkerSettings(ServiceSettings):
     )
     store_model_id: str | None = None
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    engine: Literal["auto", "fake"] = "auto"
+    # "auto" (the usual engine for model_type) or a name registered in model_service.engines.ENGINES.
+    engine: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
 
@@ -111,6 +113,12 @@ class WorkerSettings(ServiceSettings):
     fake_load_error: str | None = None
     fake_embedding_dims: int = Field(default=384, ge=1)
     fake_max_model_len: int = Field(default=2048, ge=1)
+
+    @model_validator(mode="after")
+    def _known_engine(self) -> WorkerSettings:
+        """An engine nobody registered, or one that does not serve model_type, fails here, at start-up."""
+        engine_name(self.engine, self.model_type)
+        return self
 
     def engine_concurrency(self) -> int:
         """Admission slots: ``max_concurrency`` when set, else as many as one batch holds."""

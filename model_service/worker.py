@@ -1,7 +1,12 @@
 """The worker's run-time state: settings, engine (once loaded), admission and metrics.
 
 One instance per app, on ``app.state.worker``; the lifespan starts the load and closes the engine.
-The load runs in a thread so the server answers ``/health`` (503, loading) from the first second.
+Start-up is one story, in this order: the settings are built once (flags and environment, by the
+``worker`` command or ``create_app``) and passed down; the server answers ``/health`` (503,
+``loading``) from the first second while a load thread gets the model files (``model_files``:
+fetched and verified when they come from the store, and the libraries set offline), builds the
+engine the settings name (``engines.ENGINES``) and loads it; then ``/health`` turns ``ok`` and the
+routes serve. A failure anywhere on the way is reported by ``/health`` instead of ending the process.
 """
 
 from __future__ import annotations
@@ -77,8 +82,9 @@ class Worker:
         log.info("model %s ready (%s)", self.settings.model_name, engine.info())
 
     def _build_and_load(self) -> Engine:
-        # With model_source=store this fetches and verifies the files first (in this load thread).
-        engine = build_engine(prepare_model_files(self.settings))
+        """Files, engine, load (the load thread's part of start-up)."""
+        settings = prepare_model_files(self.settings)
+        engine = build_engine(settings)
         engine.batch_observer = self.metrics.batch_size.observe
         try:
             engine.load()

@@ -1,81 +1,76 @@
 """The ``model-service`` command: one entry point for every service and the embedded stack.
 
-Service subcommands translate their flags into the service's environment settings and run uvicorn
-with the app factory, so a flag, an env var and a ``.env`` line all mean the same thing.
+Service subcommands build the service's settings once, from their flags on top of the environment
+and ``.env`` (a flag wins; a flag left out leaves the environment's value), and serve the app made
+from those settings, so a flag, an env var and a ``.env`` line all mean the same thing.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from gateway.keys_cli import add_keys_commands
 from model_registry.cli import add_models_commands
+from model_service.engines import ENGINES
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def _serve(factory: str, env: dict[str, str | None], host: str, port: int, log_level: str) -> int:
+
+def _given(**flags: Any) -> dict[str, Any]:
+    """The flags the user gave; the others stay unset so the environment's values apply."""
+    return {name: value for name, value in flags.items() if value is not None}
+
+
+def _serve(app: FastAPI, args: argparse.Namespace) -> int:
     import uvicorn
 
-    for key, value in env.items():
-        if value is not None:
-            os.environ[key] = value
-    uvicorn.run(factory, factory=True, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    return _serve(
-        "model_service.app:create_app",
-        {
-            "MODEL_NAME": args.model_name,
-            "MODEL_TYPE": args.model_type,
-            "MODEL_PATH": args.model_path,
-            "WORKER_MODEL_SOURCE": args.model_source,
-            "WORKER_MODEL_REVISION": args.model_revision,
-            "WORKER_ENGINE": args.engine,
-            "WORKER_REGISTRY_URL": args.registry_url,
-            "WORKER_ADVERTISE_URL": args.advertise_url,
-            "WORKER_DEVICE": args.device,
-            "WORKER_HOST": args.host,
-            "WORKER_PORT": str(args.port),
-        },
-        args.host,
-        args.port,
-        args.log_level,
-    )
+    from model_service.app import create_app
+    from model_service.settings import WorkerSettings
+
+    settings = WorkerSettings(**_given(
+        model_name=args.model_name, model_type=args.model_type, model_path=args.model_path,
+        model_source=args.model_source, model_revision=args.model_revision, engine=args.engine,
+        registry_url=args.registry_url, advertise_url=args.advertise_url, device=args.device,
+        host=args.host, port=args.port,
+    ))
+    return _serve(create_app(settings), args)
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    return _serve(
-        "gateway.app:create_app",
-        {
-            "GATEWAY_WORKERS": args.workers,
-            "GATEWAY_REGISTRY_URL": args.registry_url,
-            "GATEWAY_DEFAULT_CHAT_MODEL": args.default_chat_model,
-            "GATEWAY_DEFAULT_EMBEDDING_MODEL": args.default_embedding_model,
-            "GATEWAY_DEFAULT_TRANSCRIPTION_MODEL": args.default_transcription_model,
-            "GATEWAY_DEFAULT_MULTIMODAL_MODEL": args.default_multimodal_model,
-            "GATEWAY_HOST": args.host,
-            "GATEWAY_PORT": str(args.port),
-        },
-        args.host,
-        args.port,
-        args.log_level,
-    )
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(**_given(
+        workers=args.workers, registry_url=args.registry_url, default_chat_model=args.default_chat_model,
+        default_embedding_model=args.default_embedding_model,
+        default_transcription_model=args.default_transcription_model,
+        default_multimodal_model=args.default_multimodal_model, host=args.host, port=args.port,
+    ))
+    return _serve(create_app(settings), args)
 
 
 def _cmd_service_registry(args: argparse.Namespace) -> int:
-    return _serve("service_registry.app:create_app", {"REGISTRY_HOST": args.host, "REGISTRY_PORT": str(args.port)},
-                  args.host, args.port, args.log_level)
+    from service_registry.app import create_app
+    from service_registry.settings import RegistrySettings
+
+    return _serve(create_app(RegistrySettings(host=args.host, port=args.port)), args)
 
 
 def _cmd_model_registry(args: argparse.Namespace) -> int:
-    return _serve("model_registry.app:create_app",
-                  {"MODEL_REGISTRY_HOST": args.host, "MODEL_REGISTRY_PORT": str(args.port)},
-                  args.host, args.port, args.log_level)
+    from model_registry.app import create_app
+    from model_registry.settings import ModelRegistrySettings
+
+    return _serve(create_app(ModelRegistrySettings(host=args.host, port=args.port)), args)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -139,16 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run one model worker")
     _add_common(worker, 8000)
-    worker.add_argument("--model-name", default=os.environ.get("MODEL_NAME"))
-    worker.add_argument("--model-type", default=os.environ.get("MODEL_TYPE"),
-                        choices=["llm", "embedding", "multimodal", "transcription"])
-    worker.add_argument("--model-path", default=os.environ.get("MODEL_PATH"))
+    worker.add_argument("--model-name", default=None, help="served name (default: MODEL_NAME)")
+    worker.add_argument("--model-type", default=None, choices=["llm", "embedding", "multimodal", "transcription"],
+                        help="default: MODEL_TYPE")
+    worker.add_argument("--model-path", default=None, help="model folder (default: MODEL_PATH)")
     worker.add_argument("--model-source", default=None, choices=["path", "store"],
                         help="'store': fetch MODEL_NAME from the model store (MODEL_REGISTRY_*/MINIO_*), "
                              "verify sha256, load offline (default: path)")
     worker.add_argument("--model-revision", default=None,
                         help="revision or alias to fetch with --model-source store (default: current)")
-    worker.add_argument("--engine", default=None, choices=["auto", "fake"])
+    worker.add_argument("--engine", default=None, choices=["auto", *ENGINES],
+                        help="'auto': the usual engine for the model type (default)")
     worker.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     worker.add_argument("--registry-url", default=None,
                         help="service registry to register with, e.g. http://127.0.0.1:8070")

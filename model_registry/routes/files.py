@@ -1,4 +1,6 @@
-"""Streaming one stored file to a client (what a worker or ``curl`` uses), with its sha256 header.
+"""Streaming one stored file to a client (``curl``, a script, a machine without store credentials),
+with its sha256 header. Workers do not come here: they read the store directly
+(``model_registry.fetch.fetch_from_store``).
 
 Supports a single ``Range: bytes=a-b`` so an interrupted transfer can continue. The store is read
 in a worker thread (Starlette iterates a sync iterator in its thread pool).

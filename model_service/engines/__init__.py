@@ -1,34 +1,77 @@
-"""Engines behind one interface (``base.Engine``); ``build_engine`` picks one from the settings.
+"""Every engine the worker can run, by name: ``ENGINES`` is the one place an engine is registered.
 
-Real engines are imported lazily so the fake engine (and the HTTP tests using it) never pay for
-importing torch.
+Adding an engine is one module plus one entry here (docs/adding-an-engine.md): a class (or factory)
+that takes ``WorkerSettings`` and implements ``base.Engine`` plus the capability classes of the model
+types it serves. ``WorkerSettings.engine`` accepts exactly these names and ``auto``, which picks
+``AUTO[model_type]``; ``--engine`` offers the same list. Entries are ``"module:attribute"`` strings
+imported on first use, so the fake engine (and the HTTP tests using it) never pay for importing torch.
 """
 
 from __future__ import annotations
 
-from model_service.engines.base import Engine
-from model_service.settings import WorkerSettings
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from model_service.engines.base import Embedder, Engine, TextGenerator, Transcriber
+
+if TYPE_CHECKING:
+    from model_service.settings import WorkerSettings
+
+EngineFactory = Callable[["WorkerSettings"], Engine]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build an engine (a factory, or ``"module:attribute"`` naming one) and the model types
+    it serves; settings refuse any other pairing before anything loads."""
+
+    factory: EngineFactory | str
+    model_types: tuple[str, ...]
+
+    def build(self, settings: WorkerSettings) -> Engine:
+        factory = self.factory
+        if isinstance(factory, str):
+            module, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        return factory(settings)
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "fake": EngineSpec("model_service.engines.fake:FakeEngine", ("llm", "embedding", "multimodal", "transcription")),
+    "transformers": EngineSpec("model_service.engines.llm:TransformersLLM", ("llm",)),
+    "transformers-vision": EngineSpec("model_service.engines.vision:TransformersVision", ("multimodal",)),
+    "sentence-transformers": EngineSpec("model_service.engines.embedding:SentenceTransformerEngine", ("embedding",)),
+    # faster-whisper for a CTranslate2 folder, transformers for a Hugging Face one (whisper.folder_kind).
+    "whisper": EngineSpec("model_service.engines.whisper:build_whisper_engine", ("transcription",)),
+}
+# What ``engine=auto`` runs for each model type.
+AUTO = {"llm": "transformers", "multimodal": "transformers-vision", "embedding": "sentence-transformers",
+        "transcription": "whisper"}
+# The capability an engine needs to serve each model type's endpoints.
+CAPABILITIES: dict[str, type[Engine]] = {"llm": TextGenerator, "multimodal": TextGenerator,
+                                         "embedding": Embedder, "transcription": Transcriber}
+
+
+def engine_name(engine: str, model_type: str) -> str:
+    """The registered engine that ``engine`` (a name or ``auto``) means for ``model_type``; ValueError
+    for a name nobody registered or an engine that does not serve this model type."""
+    name = AUTO.get(model_type, "") if engine == "auto" else engine
+    spec = ENGINES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown engine {engine!r}; use 'auto' or one of {sorted(ENGINES)}")
+    if model_type not in spec.model_types:
+        raise ValueError(f"the {name!r} engine serves {', '.join(spec.model_types)} models, not {model_type!r}")
+    return name
 
 
 def build_engine(settings: WorkerSettings) -> Engine:
-    if settings.engine == "fake":
-        from model_service.engines.fake import FakeEngine
-
-        return FakeEngine(settings)
-    if settings.model_type == "llm":
-        from model_service.engines.llm import TransformersLLM
-
-        return TransformersLLM(settings)
-    if settings.model_type == "embedding":
-        from model_service.engines.embedding import SentenceTransformerEngine
-
-        return SentenceTransformerEngine(settings)
-    if settings.model_type == "multimodal":
-        from model_service.engines.vision import TransformersVision
-
-        return TransformersVision(settings)
-    if settings.model_type == "transcription":
-        from model_service.engines.whisper import build_whisper_engine
-
-        return build_whisper_engine(settings)
-    raise ValueError(f"no engine for model type {settings.model_type!r}")
+    """The engine the settings name, not loaded yet; it must have the capability its model type needs."""
+    name = engine_name(settings.engine, settings.model_type)
+    engine = ENGINES[name].build(settings)
+    needs = CAPABILITIES[settings.model_type]
+    if not isinstance(engine, needs):
+        raise TypeError(f"the {name!r} engine ({type(engine).__name__}) is not a {needs.__name__}, "
+                        f"which {settings.model_type} models need")
+    return engine

@@ -1,9 +1,16 @@
-"""The one small interface every engine implements.
+"""The small interface every engine implements: a lifecycle, plus one class per capability.
+
+``Engine`` is what the worker needs from any engine (load, close, info). What an engine can serve is
+the capability classes it subclasses, as infinity splits its embedders from its generators:
+``TextGenerator`` (chat and text completions), ``Embedder`` (embeddings), ``Transcriber`` (speech to
+text). A worker only routes a model type's endpoints to an engine of the matching capability
+(``engines.CAPABILITIES``), so an engine implements exactly what it serves and nothing else.
 
 Requests are the unit of work: ``generate`` is an async iterator of deltas for one sequence, and
 closing it early (client gone, stop string seen) is how a caller cancels. That keeps the interface
-the same when a continuous-batching scheduler replaces today's one-sequence-at-a-time internals.
-Engines that cannot do something raise ``UnsupportedError`` instead of half-doing it.
+the same whether an engine decodes one sequence at a time, batches continuously, or relays a
+supervised server. Engines that cannot do part of a request raise ``UnsupportedError`` instead of
+half-doing it.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from model_service.engines.speech import TranscribeParams, Transcription
 
 
 class UnsupportedError(InvalidRequestError):
@@ -48,10 +58,18 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
-class TokenLogprob:
+class SampledToken:
+    """One generated token as the engine saw it: its text, its log-probability and, when asked, the
+    most likely alternatives (text, logprob). ``model_service.chunks`` turns it into the wire type
+    ``common.protocol.TokenLogprob``."""
+
     token: str
     logprob: float
     top: list[tuple[str, float]] = field(default_factory=list)
+
+
+# The engine-side name before SampledToken; kept only until model_service.chunks imports SampledToken.
+TokenLogprob = SampledToken
 
 
 @dataclass
@@ -63,7 +81,7 @@ class Delta:
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
-    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[SampledToken] = field(default_factory=list)
 
 
 @dataclass
@@ -103,37 +121,46 @@ class Engine(ABC):
         if self.batch_observer is not None:
             self.batch_observer(rows)
 
-    # --- text generation ------------------------------------------------------------------
+
+class TextGenerator(Engine):
+    """Chat and text completions: prompts become token ids, ``generate`` streams one sequence.
+
+    Stop strings, n choices, the context-length cap, usage and SSE shapes are the worker's
+    (``model_service.generation``), the same for every generator."""
+
+    @abstractmethod
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         """Token ids of the chat template applied to ``messages`` with the generation prompt."""
-        raise UnsupportedError("This model does not support chat completions.")
 
     def chat_inputs(self, messages: list[dict[str, Any]], images: list[Any]) -> ChatPrompt:
         """The prompt for ``messages`` whose content may be a list of ``{"type": "text"|"image"}``
         parts, with ``images`` (decoded PIL images) in the order of the image parts. Text-only
-        engines take no images."""
+        generators take no images."""
         if images:
             raise UnsupportedError("This model does not accept images.", param="messages",
                                    code="images_not_supported")
         return ChatPrompt(self.chat_prompt(messages))
 
+    @abstractmethod
     def text_prompt(self, text: str) -> list[int]:
         """Token ids of a raw completion prompt (with the model's usual special tokens)."""
-        raise UnsupportedError("This model does not support text completions.")
 
-    def decode(self, token_ids: list[int]) -> str:
-        raise UnsupportedError("This model does not decode tokens.")
-
+    @abstractmethod
     def generate(self, prompt_ids: list[int], params: SamplingParams, media: Any = None) -> AsyncIterator[Delta]:
-        """Deltas of one sequence; ``media`` is ``ChatPrompt.media`` (only vision engines get one)."""
-        raise UnsupportedError("This model does not generate text.")
+        """Deltas of one sequence; ``media`` is ``ChatPrompt.media`` (None but for vision prompts).
+        Closing the iterator early cancels the sequence."""
 
-    # --- embeddings -----------------------------------------------------------------------
-    async def embed(self, texts: list[str]) -> Embeddings:
-        raise UnsupportedError("This model does not produce embeddings.")
 
-    # --- speech ---------------------------------------------------------------------------
-    def transcribe(self, audio: Any, params: Any) -> Any:
-        """Blocking (callers run it in a thread): 16 kHz mono float32 samples and
-        ``speech.TranscribeParams`` -> ``speech.Transcription``."""
-        raise UnsupportedError("This model does not transcribe audio.")
+class Embedder(Engine):
+    """Embeddings: texts in, one vector each plus the prompt tokens they counted."""
+
+    @abstractmethod
+    async def embed(self, texts: list[str]) -> Embeddings: ...
+
+
+class Transcriber(Engine):
+    """Speech to text; blocking, so callers run it in a thread."""
+
+    @abstractmethod
+    def transcribe(self, audio: Any, params: TranscribeParams) -> Transcription:
+        """16 kHz mono float32 samples -> the transcription (or translation) of them."""

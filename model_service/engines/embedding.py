@@ -13,17 +13,17 @@ truncated before encoding).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import queue
 import threading
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_service.engines.base import Embeddings, Engine, EngineInfo
-from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
+from model_service.engines.base import Embedder, Embeddings
+from model_service.engines.threads import Emit, thread_stream
+from model_service.engines.transformers_base import TransformersEngine
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -32,26 +32,20 @@ _STOP = object()
 
 @dataclass(eq=False)
 class _Job:
-    """One request's inputs and where its answer goes (a future on the request's own loop)."""
+    """One request's inputs, where its answer goes and whether it is still wanted (``thread_stream``)."""
 
     texts: list[str]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Embeddings]
+    emit: Emit
+    cancel: threading.Event
     arrived: float = field(default_factory=time.monotonic)
 
 
-class SentenceTransformerEngine(Engine):
+class SentenceTransformerEngine(TransformersEngine, Embedder):
     name = "sentence-transformers"
+    folder = "a sentence-transformers folder"
 
     def __init__(self, settings: WorkerSettings) -> None:
-        if not settings.model_path:
-            raise ValueError("an embedding worker needs MODEL_PATH (a sentence-transformers folder)")
-        self.settings = settings
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.model: Any = None
-        self.dims: int | None = None
-        self.max_seq_length: int | None = None
+        super().__init__(settings)
         self.max_batch = settings.embedding_max_batch_size
         self.max_wait_s = settings.embedding_max_wait_ms / 1000
         self.encode_calls = 0  # read by tests: fewer encodes than requests proves batching
@@ -61,16 +55,14 @@ class SentenceTransformerEngine(Engine):
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        model = SentenceTransformer(self.settings.model_path, device=self.device,
-                                    model_kwargs={"dtype": self.dtype})
+        model = SentenceTransformer(self.model_path, device=self.device, model_kwargs={"dtype": self.dtype})
         self.model = model.eval()
         dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dims = int(dims())
-        self.max_seq_length = self.settings.max_model_len or int(model.max_seq_length or 512)
+        self.embedding_dims = int(dims())
+        self.max_model_len = self.settings.max_model_len or int(model.max_seq_length or 512)
         self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._thread.start()
-        log.info("loaded %s on %s (%s), %s dims", self.settings.model_path, self.device, self.dtype, self.dims)
+        log.info("loaded %s on %s (%s), %s dims", self.model_path, self.device, self.dtype, self.embedding_dims)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -79,20 +71,17 @@ class SentenceTransformerEngine(Engine):
             self._thread = None
         self.model = None
 
-    def info(self) -> EngineInfo:
-        return EngineInfo(engine=self.name, device=self.device, dtype=dtype_name(self.dtype),
-                          max_model_len=self.max_seq_length, embedding_dims=self.dims)
-
     async def embed(self, texts: list[str]) -> Embeddings:
-        loop = asyncio.get_running_loop()
-        job = _Job(texts, loop, loop.create_future())
-        self._inbox.put(job)
-        return await job.future  # cancelling it (client gone) makes the batcher skip the job
+        answers = thread_stream(lambda emit, cancel: self._inbox.put(_Job(texts, emit, cancel)))
+        async with aclosing(answers):  # cancelled (client gone): the batcher skips the job
+            async for answer in answers:
+                return answer
+        raise RuntimeError("the embedding batcher stopped before answering")
 
     # --- the batcher thread --------------------------------------------------------------------
     def _run(self) -> None:
         while (jobs := self._gather()) is not None:
-            jobs = [j for j in jobs if not j.future.cancelled()]
+            jobs = [j for j in jobs if not j.cancel.is_set()]
             if not jobs:
                 continue
             try:
@@ -101,7 +90,7 @@ class SentenceTransformerEngine(Engine):
                 log.exception("embedding batch failed")
                 answers = [exc] * len(jobs)
             for job, answer in zip(jobs, answers, strict=True):
-                self._resolve(job, answer)
+                job.emit(answer)
 
     def _gather(self) -> list[_Job] | None:
         """Block for the first job, then collect more until the batch is full or its wait is over."""
@@ -136,7 +125,7 @@ class SentenceTransformerEngine(Engine):
         for pos, i in enumerate(order):
             by_input[i] = vectors[pos].astype("float32").tolist()
         tokenized = self.model.tokenizer(texts, add_special_tokens=True, truncation=True,
-                                         max_length=self.max_seq_length)
+                                         max_length=self.max_model_len)
         counts = [len(ids) for ids in tokenized["input_ids"]]
         answers, start = [], 0
         for job in jobs:
@@ -144,18 +133,3 @@ class SentenceTransformerEngine(Engine):
             answers.append(Embeddings(vectors=by_input[start:end], prompt_tokens=sum(counts[start:end])))
             start = end
         return answers
-
-    @staticmethod
-    def _resolve(job: _Job, answer: Embeddings | BaseException) -> None:
-        def settle() -> None:
-            if job.future.done():
-                return
-            if isinstance(answer, BaseException):
-                job.future.set_exception(answer)
-            else:
-                job.future.set_result(answer)
-
-        try:
-            job.loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # that request's loop is gone; nobody is waiting
-            pass

@@ -21,18 +21,20 @@ from typing import Any
 from model_service.engines.base import (
     ChatPrompt,
     Delta,
+    Embedder,
     Embeddings,
-    Engine,
     EngineInfo,
+    SampledToken,
     SamplingParams,
-    TokenLogprob,
+    TextGenerator,
+    Transcriber,
 )
 from model_service.settings import WorkerSettings
 
 _PIECE = re.compile(r"\s*\S+|\s+$")
 
 
-class FakeEngine(Engine):
+class FakeEngine(TextGenerator, Embedder, Transcriber):
     name = "fake"
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -101,7 +103,8 @@ class FakeEngine(Engine):
         return [w if i == 0 and glued else f" {w}" for i, w in enumerate(words)]
 
     # --- generation ---------------------------------------------------------------------------
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+    async def generate(self, prompt_ids: list[int], params: SamplingParams,
+                       media: Any = None) -> AsyncIterator[Delta]:
         answer = self._answer(prompt_ids, params)
         self.started += 1
         self.active += 1
@@ -128,11 +131,11 @@ class FakeEngine(Engine):
                 self.cancelled += 1
 
     @staticmethod
-    def _logprobs(piece: str, params: SamplingParams) -> list[TokenLogprob]:
+    def _logprobs(piece: str, params: SamplingParams) -> list[SampledToken]:
         if not params.logprobs:
             return []
         top = [(piece, -0.25), (" fake", -1.75), (" other", -2.5)][: params.top_logprobs]
-        return [TokenLogprob(piece, -0.25, top)]
+        return [SampledToken(piece, -0.25, top)]
 
     # --- embeddings ---------------------------------------------------------------------------
     async def embed(self, texts: list[str]) -> Embeddings:

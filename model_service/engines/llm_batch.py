@@ -21,21 +21,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from model_service.engines.base import Delta, SamplingParams, TokenLogprob
+from model_service.engines.base import Delta, SampledToken, SamplingParams
 from model_service.engines.detok import IncrementalDecoder
 from model_service.engines.sampling import build_processors, choose, make_generator, token_logprobs
 
 
 class Sequence:
-    """One request's state on the generation thread; ``cancel`` is set from the event loop."""
+    """One request's state on the generation thread; ``cancel`` is set from the event loop (the
+    request's ``threads.thread_stream`` hands it in; a fresh Event otherwise)."""
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Any], None], *,
                  device: str, decode: Callable[[list[int]], str], piece: Callable[[int], str],
-                 eos_ids: set[int]) -> None:
+                 eos_ids: set[int], cancel: threading.Event | None = None) -> None:
         self.prompt_ids = prompt_ids
         self.params = params
         self.emit = emit
-        self.cancel = threading.Event()
+        self.cancel = cancel if cancel is not None else threading.Event()
         self.ids = list(prompt_ids)
         self.prefilled = 0  # prompt tokens already in ``cache`` (a long prompt is prefilled in chunks)
         self.cache: Any = None
@@ -66,11 +67,11 @@ class Sequence:
         self.emit(Delta(text=text, token_ids=[token], finish_reason=finish, logprobs=self._logprobs(raw, token)))
         return finish is not None
 
-    def _logprobs(self, raw: torch.Tensor, token: int) -> list[TokenLogprob]:
+    def _logprobs(self, raw: torch.Tensor, token: int) -> list[SampledToken]:
         if not self.params.logprobs:
             return []
         chosen, top = token_logprobs(raw, token, self.params.top_logprobs)
-        return [TokenLogprob(self._piece(token), chosen, [(self._piece(i), lp) for i, lp in top])]
+        return [SampledToken(self._piece(token), chosen, [(self._piece(i), lp) for i, lp in top])]
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:

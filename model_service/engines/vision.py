@@ -14,42 +14,29 @@ closed iterator sets the sequence's cancel Event, which the loop checks between 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from jinja2 import TemplateError
-
 from common.errors import InvalidRequestError
-from model_service.engines.base import ChatPrompt, Delta, Engine, EngineInfo, SamplingParams
-from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
+from model_service.engines.base import ChatPrompt
 from model_service.engines.llm_batch import Sequence
 from model_service.engines.model_facts import context_length, eos_ids
+from model_service.engines.threads import DONE
+from model_service.engines.transformers_base import TransformersGenerator, chat_template_errors
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-_DONE = object()
 # Processor outputs that are the prompt itself; everything else (pixel values, image sizes) is media.
 _PROMPT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class TransformersVision(Engine):
+class TransformersVision(TransformersGenerator):
     name = "transformers-vision"
 
     def __init__(self, settings: WorkerSettings) -> None:
-        if not settings.model_path:
-            raise ValueError("a multimodal worker needs MODEL_PATH (a folder with the Hugging Face model)")
-        self.settings = settings
-        self.model: Any = None
+        super().__init__(settings)
         self.processor: Any = None
-        self.tokenizer: Any = None
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.max_model_len = settings.max_model_len
-        self.eos_ids: set[int] = set()
         self._executor: ThreadPoolExecutor | None = None
         # Each written by one thread only (event loop / generation thread), like the llm scheduler's.
         self.submitted = 0
@@ -58,27 +45,20 @@ class TransformersVision(Engine):
     def load(self) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = self.settings.model_path
-        self.processor = AutoProcessor.from_pretrained(path)
+        self.processor = AutoProcessor.from_pretrained(self.model_path)
         self.tokenizer = self.processor.tokenizer
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
-        self.model = model.to(self.device).eval()
-        self.max_model_len = self.max_model_len or context_length(self.model.config.get_text_config(),
-                                                                   self.tokenizer)
+        self.model = self.placed(AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype))
+        self.max_model_len = self.settings.max_model_len or context_length(self.model.config.get_text_config(),
+                                                                           self.tokenizer)
         self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-generate")
-        log.info("loaded %s on %s (%s), context %s", path, self.device, self.dtype, self.max_model_len)
+        log.info("loaded %s on %s (%s), context %s", self.model_path, self.device, self.dtype, self.max_model_len)
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self.model = self.processor = self.tokenizer = None
-
-    def info(self) -> EngineInfo:
-        return EngineInfo(engine=self.name, device=self.device, dtype=dtype_name(self.dtype),
-                          max_model_len=self.max_model_len)
 
     @property
     def active(self) -> int:
@@ -94,51 +74,18 @@ class TransformersVision(Engine):
         processor expand those tokens and compute pixel values for ``images``."""
         if not (getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)):
             raise InvalidRequestError("This model has no chat template.", code="no_chat_template")
-        try:
+        with chat_template_errors(ValueError):  # ValueError: e.g. image tokens and images that do not pair up
             text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             encoded = self.processor(text=text, images=images or None, return_tensors="pt")
-        except TemplateError as exc:
-            raise InvalidRequestError(f"The chat template rejected these messages: {exc}",
-                                      param="messages", code="invalid_messages") from exc
-        except ValueError as exc:  # e.g. image tokens and images that do not pair up
-            raise InvalidRequestError(f"The model's processor rejected these messages: {exc}",
-                                      param="messages", code="invalid_messages") from exc
         media = {k: v for k, v in encoded.items() if k not in _PROMPT_KEYS} or None
         return ChatPrompt(encoded["input_ids"][0].tolist(), media)
 
-    def text_prompt(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
-
-    def decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
-
-    def _piece(self, token: int) -> str:
-        return self.tokenizer.decode([token])
-
     # --- generation -----------------------------------------------------------------------------
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, media: Any = None) -> AsyncIterator[Delta]:
+    def start(self, seq: Sequence, media: Any) -> None:
         if self._executor is None:
             raise RuntimeError("the model is not loaded")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # loop already closed: nobody is listening any more
-                seq.cancel.set()
-
-        seq = Sequence(prompt_ids, params, emit, device=self.device, decode=self.decode, piece=self._piece,
-                       eos_ids=self.eos_ids)
         self.submitted += 1
         self._executor.submit(self._run, seq, media)
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            seq.cancel.set()
 
     def _run(self, seq: Sequence, media: dict[str, Any] | None) -> None:
         """The decode loop on the generation thread; every outcome reaches the request as an item."""
@@ -159,7 +106,7 @@ class TransformersVision(Engine):
             seq.emit(exc)
         finally:
             self.left += 1
-            seq.emit(_DONE)
+            seq.emit(DONE)
 
     def _media_on_device(self, media: dict[str, Any] | None) -> dict[str, Any]:
         """Pixel values in the model's dtype on its device; integer tensors (sizes) only moved."""

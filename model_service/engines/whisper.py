@@ -11,14 +11,13 @@ engine (admission gives a transcription worker one slot by default).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_service.engines.base import Engine, EngineInfo
+from model_service.engines.base import EngineInfo, Transcriber
 from model_service.engines.speech import Segment, TranscribeParams, Transcription, Word
 from model_service.settings import WorkerSettings
 
@@ -38,7 +37,7 @@ def folder_kind(folder: str | Path) -> str:
                      "Hugging Face Whisper repo (*.safetensors + preprocessor_config.json or processor_config.json)")
 
 
-def build_whisper_engine(settings: WorkerSettings) -> Engine:
+def build_whisper_engine(settings: WorkerSettings) -> Transcriber:
     if not settings.model_path:
         raise ValueError("a transcription worker needs MODEL_PATH (a Whisper model folder)")
     if folder_kind(settings.model_path) == "ctranslate2":
@@ -56,7 +55,7 @@ def _ct2_device(setting: str) -> str:
     return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
-class FasterWhisperEngine(Engine):
+class FasterWhisperEngine(Transcriber):
     name = "faster-whisper"
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -70,7 +69,6 @@ class FasterWhisperEngine(Engine):
     def load(self) -> None:
         from faster_whisper import WhisperModel
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         index = self.settings.gpu_indices[0] if self.device == "cuda" and self.settings.gpu_indices else 0
         self.model = WhisperModel(str(self.settings.model_path), device=self.device, device_index=index,
                                   compute_type=self.compute_type, cpu_threads=self.settings.whisper_cpu_threads,

@@ -14,16 +14,15 @@ rather than guessed. ``transcribe`` blocks and is called from a thread, one requ
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
 import numpy as np
 
 from common.errors import InvalidRequestError
-from model_service.engines.base import Engine, EngineInfo, UnsupportedError
-from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
+from model_service.engines.base import Transcriber, UnsupportedError
 from model_service.engines.speech import SAMPLE_RATE, Segment, TranscribeParams, Transcription
+from model_service.engines.transformers_base import TransformersEngine
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -31,34 +30,24 @@ WINDOW_SECONDS = 30  # Whisper's encoder sees exactly 30 s (3000 mel frames) at 
 FRAMES_PER_SECOND = 100  # mel frames per second: what a segment's ``seek`` counts in
 
 
-class TransformersWhisperEngine(Engine):
+class TransformersWhisperEngine(TransformersEngine, Transcriber):
     name = "transformers-whisper"
+    folder = "a Whisper model folder"
 
     def __init__(self, settings: WorkerSettings) -> None:
-        if not settings.model_path:
-            raise ValueError("a transcription worker needs MODEL_PATH (a Whisper model folder)")
-        self.settings = settings
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.model: Any = None
+        super().__init__(settings)
         self.processor: Any = None
         self._lock = threading.Lock()  # one decode at a time: torch already uses every core / the whole GPU
 
     def load(self) -> None:
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = self.settings.model_path
-        self.processor = AutoProcessor.from_pretrained(path)
-        model = AutoModelForSpeechSeq2Seq.from_pretrained(path, dtype=self.dtype)
-        self.model = model.to(self.device).eval()
-        log.info("loaded %s on %s (%s)", path, self.device, self.dtype)
+        self.processor = AutoProcessor.from_pretrained(self.model_path)
+        self.model = self.placed(AutoModelForSpeechSeq2Seq.from_pretrained(self.model_path, dtype=self.dtype))
+        log.info("loaded %s on %s (%s)", self.model_path, self.device, self.dtype)
 
     def close(self) -> None:
         self.model = self.processor = None
-
-    def info(self) -> EngineInfo:
-        return EngineInfo(engine=self.name, device=self.device, dtype=dtype_name(self.dtype))
 
     def transcribe(self, audio: np.ndarray, params: TranscribeParams) -> Transcription:
         if params.word_timestamps:

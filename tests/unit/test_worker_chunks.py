@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common.protocol import Usage
 from model_service.chunks import ChatChunks, CompletionChunks, chat_completion, completion
-from model_service.engines.base import TokenLogprob
+from model_service.engines.base import SampledToken
 from model_service.generation import ChoiceResult
 
 
@@ -25,7 +25,7 @@ def test_chat_usage_chunk_and_null_usage_elsewhere():
     last = c.usage(Usage.of(3, 4))
     assert last["choices"] == [] and last["usage"] == {"prompt_tokens": 3, "completion_tokens": 4,
                                                        "total_tokens": 7}
-    lp = c.content(0, "é", [TokenLogprob("é", -0.1, [("é", -0.1), ("e", -2.0)])])["choices"][0]["logprobs"]
+    lp = c.content(0, "é", [SampledToken("é", -0.1, [("é", -0.1), ("e", -2.0)])])["choices"][0]["logprobs"]
     assert lp["content"][0]["bytes"] == [0xC3, 0xA9]
     assert [t["token"] for t in lp["content"][0]["top_logprobs"]] == ["é", "e"]
 
@@ -42,7 +42,7 @@ def test_full_responses():
     body = chat_completion("m", results, 5, want_logprobs=False).model_dump()
     assert body["object"] == "chat.completion" and body["usage"]["total_tokens"] == 10
     assert body["choices"][1]["message"]["content"] == "b" and body["choices"][1]["finish_reason"] == "length"
-    lp = [TokenLogprob(" x", -0.5, [(" x", -0.5)])]
+    lp = [SampledToken(" x", -0.5, [(" x", -0.5)])]
     done = completion("m", [ChoiceResult(0, " x", "stop", 1, lp)], ["Say"], 1, want_logprobs=True).model_dump()
     choice = done["choices"][0]
     assert choice["text"] == "Say x"
