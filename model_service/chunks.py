@@ -20,7 +20,7 @@ from common.protocol import (
     Usage,
 )
 from common.protocol import TokenLogprob as WireLogprob
-from model_service.engines.base import TokenLogprob
+from model_service.engines.base import SampledToken
 from model_service.generation import ChoiceResult
 
 
@@ -28,7 +28,7 @@ def _bytes(text: str) -> list[int]:
     return list(text.encode("utf-8"))
 
 
-def chat_logprobs(items: list[TokenLogprob]) -> ChoiceLogprobs:
+def chat_logprobs(items: list[SampledToken]) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=[
         WireLogprob(token=it.token, logprob=it.logprob, bytes=_bytes(it.token),
                     top_logprobs=[TopLogprob(token=t, logprob=lp, bytes=_bytes(t)) for t, lp in it.top])
@@ -36,7 +36,7 @@ def chat_logprobs(items: list[TokenLogprob]) -> ChoiceLogprobs:
     ])
 
 
-def completion_logprobs(items: list[TokenLogprob], offset: int = 0) -> CompletionLogprobs:
+def completion_logprobs(items: list[SampledToken], offset: int = 0) -> CompletionLogprobs:
     offsets, pos = [], offset
     for it in items:
         offsets.append(pos)
@@ -68,7 +68,7 @@ class ChatChunks:
         return self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None}])
 
-    def content(self, index: int, text: str, logprobs: list[TokenLogprob]) -> dict[str, Any]:
+    def content(self, index: int, text: str, logprobs: list[SampledToken]) -> dict[str, Any]:
         lp = chat_logprobs(logprobs).model_dump() if self.want_logprobs and logprobs else None
         return self._chunk([{"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": None}])
 
@@ -86,7 +86,7 @@ class CompletionChunks:
         self.include_usage = include_usage
         self.want_logprobs = want_logprobs
 
-    def text(self, index: int, text: str, logprobs: list[TokenLogprob] | None = None,
+    def text(self, index: int, text: str, logprobs: list[SampledToken] | None = None,
              finish_reason: str | None = None) -> dict[str, Any]:
         lp = completion_logprobs(logprobs).model_dump() if self.want_logprobs and logprobs else None
         out = {**self.base, "choices": [{"index": index, "text": text, "logprobs": lp,

@@ -88,8 +88,8 @@ class LocalStack:
                 "--engine", o.engine, "--log-level", o.log_level, "--registry-url", self.registry_url]
         if o.engine != "fake":
             argv += ["--model-source", "store", "--model-revision", self.revisions[starter.model_id]]
-        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        return Child(starter.model_type, argv, env, f"http://{o.host}:{port}")
+        # No offline env here: a worker that loads a verified store copy forces it itself (model_files).
+        return Child(starter.model_type, argv, {}, f"http://{o.host}:{port}")
 
     def _service(self, name: str, command: str, port: int, *extra: str) -> Child:
         o = self.options

@@ -68,9 +68,6 @@ class SampledToken:
     top: list[tuple[str, float]] = field(default_factory=list)
 
 
-# The engine-side name before SampledToken; kept only until model_service.chunks imports SampledToken.
-TokenLogprob = SampledToken
-
 
 @dataclass
 class Delta:
