@@ -21,9 +21,9 @@ from common.body_limit import install_body_limits
 from common.errors import install_error_handlers
 from common.metrics import RequestMetricsMiddleware
 from model_registry.catalog import Catalog
-from model_registry.deps import RegistryState
+from model_registry.deps import ModelRegistryState
 from model_registry.jobs import JobRunner
-from model_registry.metrics import RegistryMetrics
+from model_registry.metrics import ModelRegistryMetrics
 from model_registry.routes import jobs, models, ops
 from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.hf import HubConfig
@@ -41,7 +41,7 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
     """``auth``: the API-key settings (default: ``MODEL_SERVICE_AUTH`` and friends from the environment)."""
     settings = settings or ModelRegistrySettings()
     auth = auth or AuthSettings()
-    metrics = RegistryMetrics()
+    metrics = ModelRegistryMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,12 +54,12 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
                                tmp_dir=settings.tmp_dir, resume=settings.resume_jobs)
             await runner.start()
             metrics.bind(catalog, runner)
-            app.state.registry = RegistryState(settings=settings, store=store, catalog=catalog, jobs=runner,
+            app.state.model_registry = ModelRegistryState(settings=settings, store=store, catalog=catalog, jobs=runner,
                                                metrics=metrics)
             try:
                 yield
             finally:
-                app.state.registry = None
+                app.state.model_registry = None
                 await runner.stop()
         finally:
             store.close()

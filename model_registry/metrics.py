@@ -58,7 +58,7 @@ def _families(counts: dict[str, int], running: list[JobRecord], models: list[Mod
     ]
 
 
-class RegistryMetrics:
+class ModelRegistryMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.files_served = Counter(f"{PREFIX}_files_served_total", "Model files streamed to clients.",

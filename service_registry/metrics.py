@@ -56,7 +56,7 @@ class SnapshotCollector(Collector):
         return [services, healthy, *gpus]
 
 
-class RegistryMetrics:
+class ServiceRegistryMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.probe_latency = Histogram(

@@ -243,7 +243,7 @@ async def test_model_registry_metrics_jobs_progress_and_store(tmp_path: Path) ->
         file = await client.get("/models/org/tiny/revisions/current/files/config.json")
         assert file.status_code == 200
         # A job storing files right now, as its progress hook leaves it: the gauges read it live.
-        runner = app.state.registry.jobs
+        runner = app.state.model_registry.jobs
         running = JobRecord(id="f" * 32, kind="download", model_id="org/big", state="running",
                             bytes_done=300, bytes_total=1200)
         runner.jobs[running.id] = running
