@@ -24,13 +24,15 @@ from common.errors import install_error_handlers
 from gateway.access import guarded
 from gateway.circuit import CircuitBoard
 from gateway.deps import GatewayState
-from gateway.follower import Upstreams
+from gateway.follower import RegistryFollower
 from gateway.keys import KeyStore
 from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics
+from gateway.probes import UpstreamProber
 from gateway.routes import admin, openai, ops
 from gateway.routing import Rules
 from gateway.settings import GatewaySettings
+from gateway.upstreams import Upstreams
 from gateway.usage import UsageLog
 from service_registry.client import RegistryClient
 
@@ -77,9 +79,11 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
             elif not settings.workers:
                 log.warning("neither GATEWAY_WORKERS nor GATEWAY_REGISTRY_URL is set: every model request "
                             "will be answered 503")
-            upstreams = Upstreams(client, settings.workers, registry, interval_s=settings.probe_interval_s,
-                                  timeout_s=settings.probe_timeout_s, settle_s=settings.registry_settle_s,
-                                  on_recovered=circuits.reset, headers=service_headers)
+            prober = UpstreamProber(client, settings.workers, timeout=settings.probe_timeout_s,
+                                    headers=service_headers) if settings.workers else None
+            follower = RegistryFollower(registry, settle_s=settings.registry_settle_s) if registry is not None else None
+            upstreams = Upstreams(prober, follower, interval_s=settings.probe_interval_s,
+                                  timeout_s=settings.probe_timeout_s, on_recovered=circuits.reset)
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
             metrics.watch_snapshot(lambda: upstreams.snapshot)

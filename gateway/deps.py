@@ -18,12 +18,12 @@ from pydantic import SecretStr
 
 from common.errors import ServiceUnavailableError
 from gateway.circuit import CircuitBoard
-from gateway.follower import Upstreams
 from gateway.keys import KeyStore
 from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics, InFlight
 from gateway.routing import DEFAULT_RULES, Rules
 from gateway.settings import GatewaySettings
+from gateway.upstreams import Upstreams
 from gateway.usage import UsageLog
 
 
