@@ -18,9 +18,8 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_authenticator
-from common.body_limit import install_body_limits
-from common.errors import install_error_handlers
+from common.auth import Authenticator, AuthSettings, Role
+from common.service import metrics_router, service_app
 from gateway.access import guarded
 from gateway.circuit import CircuitBoard
 from gateway.deps import GatewayState
@@ -97,12 +96,13 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
                 app.state.gateway = None
                 metrics.watch_snapshot(lambda: None)
 
-    app = FastAPI(title="Model Service Gateway", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
-    install_authenticator(app, Authenticator(auth, keys))
-    install_body_limits(app, settings)
+    # No auth gate: the routers' guards check the keys and log every refusal in the usage log. Requests
+    # are counted per resolved model where they are relayed (gateway/relay.py), not by the middleware.
+    app = service_app("Model Service Gateway", settings=settings, authenticator=Authenticator(auth, keys),
+                      lifespan=lifespan, auth_gate=False)
     app.include_router(ops.health_router)
     app.include_router(openai.router, dependencies=guarded(Role.USER))
     app.include_router(ops.router, dependencies=guarded(Role.SERVICE))
+    app.include_router(metrics_router(metrics.registry), dependencies=guarded(Role.SERVICE), tags=["operations"])
     app.include_router(admin.router, dependencies=guarded(Role.ADMIN))
     return app

@@ -16,10 +16,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_auth, require
-from common.body_limit import install_body_limits
-from common.errors import install_error_handlers
-from common.metrics import RequestMetricsMiddleware
+from common.auth import Authenticator, AuthSettings, Role, require
+from common.service import metrics_router, service_app
 from model_registry.catalog import Catalog
 from model_registry.deps import ModelRegistryState
 from model_registry.jobs import JobRunner
@@ -64,16 +62,12 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
         finally:
             store.close()
 
-    app = FastAPI(title="Model Registry", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
-    install_auth(app, Authenticator(auth))
-    install_body_limits(app, settings)
-    # Outermost: request counts and latency include the body limit's own 413s.
-    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request)
+    app = service_app("Model Registry", settings=settings, authenticator=Authenticator(auth), lifespan=lifespan,
+                      observe_request=metrics.requests.observe)
     app.include_router(ops.health_router)
     reader = [Depends(require(Role.SERVICE))]
     app.include_router(models.router, dependencies=reader)
     app.include_router(models.admin_router, dependencies=[Depends(require(Role.ADMIN))])
     app.include_router(jobs.router, dependencies=reader)
-    app.include_router(ops.router, dependencies=reader)
+    app.include_router(metrics_router(metrics.registry), dependencies=reader)
     return app

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
-from common.errors import ServiceUnavailableError
+from common.service import state_getter
 from model_registry.catalog import Catalog
 from model_registry.jobs import JobRunner
 from model_registry.metrics import ModelRegistryMetrics
@@ -27,11 +27,7 @@ class ModelRegistryState:
     metrics: ModelRegistryMetrics
 
 
-def get_state(request: Request) -> ModelRegistryState:
-    state = getattr(request.app.state, "model_registry", None)
-    if state is None:  # only when the app is driven without its lifespan
-        raise ServiceUnavailableError("The model registry is starting up; try again in a moment.")
-    return state
+get_state = state_getter("model_registry", ModelRegistryState, "model registry")
 
 
 StateDep = Annotated[ModelRegistryState, Depends(get_state)]

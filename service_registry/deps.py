@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
-from common.errors import ServiceUnavailableError
+from common.service import state_getter
 from service_registry.metrics import ServiceRegistryMetrics
 from service_registry.poller import Poller
 from service_registry.registry import Registry
@@ -26,11 +26,7 @@ class ServiceRegistryState:
     metrics: ServiceRegistryMetrics
 
 
-def get_state(request: Request) -> ServiceRegistryState:
-    state = getattr(request.app.state, "service_registry", None)
-    if state is None:  # only when the app is driven without its lifespan
-        raise ServiceUnavailableError("The service registry is starting up; try again in a moment.")
-    return state
+get_state = state_getter("service_registry", ServiceRegistryState, "service registry")
 
 
 StateDep = Annotated[ServiceRegistryState, Depends(get_state)]
