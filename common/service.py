@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from common.auth import Authenticator, install_auth, install_authenticator
+from common.auth import Authenticator, install_auth
 from common.body_limit import install_body_limits
 from common.errors import ServiceUnavailableError, install_error_handlers
 from common.metrics import ObserveRequest, RequestMetricsMiddleware
@@ -41,10 +41,7 @@ def service_app(title: str, *, settings: ServiceSettings, authenticator: Authent
     Its OpenAI routes read their bodies themselves, after the check."""
     app = FastAPI(title=title, version=VERSION, lifespan=lifespan)
     install_error_handlers(app)
-    if auth_gate:
-        install_auth(app, authenticator)
-    else:
-        install_authenticator(app, authenticator)
+    install_auth(app, authenticator, gate=auth_gate)
     install_body_limits(app, settings)
     if observe_request is not None:
         app.add_middleware(RequestMetricsMiddleware, observe=observe_request)

@@ -48,6 +48,4 @@ class GatewayState:
 
 
 get_state = state_getter("gateway", GatewayState, "gateway")
-
-
 StateDep = Annotated[GatewayState, Depends(get_state)]

@@ -28,6 +28,4 @@ class ModelRegistryState:
 
 
 get_state = state_getter("model_registry", ModelRegistryState, "model registry")
-
-
 StateDep = Annotated[ModelRegistryState, Depends(get_state)]

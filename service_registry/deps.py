@@ -27,6 +27,4 @@ class ServiceRegistryState:
 
 
 get_state = state_getter("service_registry", ServiceRegistryState, "service registry")
-
-
 StateDep = Annotated[ServiceRegistryState, Depends(get_state)]
