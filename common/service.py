@@ -6,7 +6,8 @@ the role it needs. The shell puts the same pieces in the same order on all four,
 
 1. request metrics (when the service counts requests here), so 413s and 408s are counted too;
 2. body limits (``*_MAX_BODY_BYTES``, ``*_BODY_TIMEOUT_S``, ``*_BODY_DEADLINE_S``);
-3. the auth gate: with keys on, a request without a valid key gets its 401 before its body is read;
+3. the auth gate: with keys on, a request without a valid key gets its 401 before its body is read
+   (not on the gateway, whose router guards log every refusal);
 4. the one error table, then the routes, whose routers say which role may call them.
 """
 
@@ -49,7 +50,7 @@ def service_app(title: str, *, settings: ServiceSettings, authenticator: Authent
 
 
 def state_getter(attr: str, kind: type[T], what: str) -> Callable[[Request], Coroutine[Any, Any, T]]:
-    """The dependency that hands routes what the app keeps on ``app.state.<attr>`` (of type ``kind``).
+    """The dependency that hands routes what the app keeps on ``app.state.<attr>``; ``kind`` types it.
 
     ``async`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop per
     request that cost more than the gateway's routing. Until the lifespan has put the state there (an
