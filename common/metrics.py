@@ -141,16 +141,15 @@ class RequestMetrics:
 
     def __init__(self, prefix: str, registry: CollectorRegistry, *, model: str | None = None,
                  counted: Callable[[str], bool] = lambda endpoint: endpoint not in POLLED) -> None:
-        by_model = ["model"] if model is not None else []
-        self._model = [model] if model is not None else []
+        self._model: tuple[str, ...] = () if model is None else (model,)
         self._counted = counted
-        self.requests = Counter(f"{prefix}_requests_total",
-                                f"Requests answered, by {'model, ' * bool(by_model)}endpoint and status.",
-                                [*by_model, "endpoint", "status"], registry=registry)
+        labels = ["model", "endpoint"] if model is not None else ["endpoint"]
+        by = ("model, endpoint", "model and endpoint") if model is not None else ("endpoint", "endpoint")
+        self.requests = Counter(f"{prefix}_requests_total", f"Requests answered, by {by[0]} and status.",
+                                [*labels, "status"], registry=registry)
         self.latency = Histogram(f"{prefix}_request_duration_seconds",
-                                 "Time from request to the last byte of the answer, by "
-                                 f"{'model and ' * bool(by_model)}endpoint.",
-                                 [*by_model, "endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
+                                 f"Time from request to the last byte of the answer, by {by[1]}.",
+                                 labels, buckets=LATENCY_BUCKETS, registry=registry)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         if self._counted(endpoint):
