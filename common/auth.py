@@ -170,11 +170,6 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
-def install_authenticator(app: object, authenticator: Authenticator) -> None:
-    """Keep the app's authenticator where :func:`require` finds it (``app.state.authenticator``)."""
-    app.state.authenticator = authenticator  # type: ignore[attr-defined]
-
-
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting the given roles (admin always); it leaves ``request.state.principal``.
 
@@ -227,10 +222,12 @@ class AuthGate:
         await self.app(scope, receive, send)
 
 
-def install_auth(app: FastAPI, authenticator: Authenticator) -> None:
-    """The authenticator for :func:`require`, and the :class:`AuthGate` in front of every route."""
-    install_authenticator(app, authenticator)
-    app.add_middleware(AuthGate, authenticator=authenticator)
+def install_auth(app: FastAPI, authenticator: Authenticator, *, gate: bool = True) -> None:
+    """The authenticator where :func:`require` finds it (``app.state.authenticator``) and, unless
+    ``gate`` is off, the :class:`AuthGate` in front of every route."""
+    app.state.authenticator = authenticator
+    if gate:
+        app.add_middleware(AuthGate, authenticator=authenticator)
 
 
 def principal_of(request: Request) -> Principal:

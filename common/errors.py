@@ -92,12 +92,6 @@ class OverloadedError(APIError):
         self.headers.setdefault("Retry-After", str(retry_after))
 
 
-class UpstreamError(APIError):
-    """An upstream answered in a way we cannot pass on (e.g. failed mid-way)."""
-
-    status, type, code = 502, "server_error", "upstream_error"
-
-
 class ServiceUnavailableError(APIError):
     """No healthy replica, model still loading, or a worker is unreachable."""
 

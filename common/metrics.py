@@ -1,4 +1,5 @@
-"""Prometheus pieces every service shares: histogram buckets, the per-request middleware, GPU gauges.
+"""Prometheus pieces every service shares: histogram buckets, the per-request middleware and the request
+counter and histogram it feeds, GPU gauges.
 
 Naming follows one convention on every service (docs/MONITORING.md): a per-service prefix
 (``gateway_``, ``worker_``, ``service_registry_``, ``model_registry_``), base units in the name
@@ -16,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +33,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 # The endpoint label of a request no route matched (never the raw path: clients must not add series).
 UNMATCHED = "unmatched"
+# Routes health checks and Prometheus call every few seconds: counted, they would drown the traffic.
+POLLED = frozenset({"/health", "/metrics"})
 # Where the middleware leaves the request's start (``perf_counter``) for handlers: ``request.state``.
 STARTED_KEY = "metrics_started"
 
@@ -126,6 +130,31 @@ class RequestMetricsMiddleware:
         if self._plain_paths is None:
             self._plain_paths = _plain_paths(scope.get("app"))
         return scope["path"] if scope["path"] in self._plain_paths else UNMATCHED
+
+
+class RequestMetrics:
+    """``{prefix}_requests_total{endpoint,status}`` and ``{prefix}_request_duration_seconds{endpoint}``,
+    fed by :class:`RequestMetricsMiddleware` (``observe_request=metrics.requests.observe``).
+
+    ``counted(endpoint)`` says which endpoints are traffic (default: all but :data:`POLLED`). ``model``:
+    a worker's one model, put first on every series as the ``model`` label."""
+
+    def __init__(self, prefix: str, registry: CollectorRegistry, *, model: str | None = None,
+                 counted: Callable[[str], bool] = lambda endpoint: endpoint not in POLLED) -> None:
+        self._model: tuple[str, ...] = () if model is None else (model,)
+        self._counted = counted
+        labels = ["model", "endpoint"] if model is not None else ["endpoint"]
+        by = ("model, endpoint", "model and endpoint") if model is not None else ("endpoint", "endpoint")
+        self.requests = Counter(f"{prefix}_requests_total", f"Requests answered, by {by[0]} and status.",
+                                [*labels, "status"], registry=registry)
+        self.latency = Histogram(f"{prefix}_request_duration_seconds",
+                                 f"Time from request to the last byte of the answer, by {by[1]}.",
+                                 labels, buckets=LATENCY_BUCKETS, registry=registry)
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        if self._counted(endpoint):
+            self.requests.labels(*self._model, endpoint, str(status)).inc()
+            self.latency.labels(*self._model, endpoint).observe(seconds)
 
 
 def _plain_paths(app: object) -> frozenset[str]:

@@ -18,19 +18,20 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_authenticator
-from common.body_limit import install_body_limits
-from common.errors import install_error_handlers
+from common.auth import Authenticator, AuthSettings, Role
+from common.service import metrics_router, service_app
 from gateway.access import guarded
 from gateway.circuit import CircuitBoard
 from gateway.deps import GatewayState
-from gateway.follower import Upstreams
+from gateway.follower import RegistryFollower
 from gateway.keys import KeyStore
 from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics
+from gateway.probes import UpstreamProber
 from gateway.routes import admin, openai, ops
 from gateway.routing import Rules
 from gateway.settings import GatewaySettings
+from gateway.upstreams import Upstreams
 from gateway.usage import UsageLog
 from service_registry.client import RegistryClient
 
@@ -77,9 +78,11 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
             elif not settings.workers:
                 log.warning("neither GATEWAY_WORKERS nor GATEWAY_REGISTRY_URL is set: every model request "
                             "will be answered 503")
-            upstreams = Upstreams(client, settings.workers, registry, interval_s=settings.probe_interval_s,
-                                  timeout_s=settings.probe_timeout_s, settle_s=settings.registry_settle_s,
-                                  on_recovered=circuits.reset, headers=service_headers)
+            prober = UpstreamProber(client, settings.workers, timeout=settings.probe_timeout_s,
+                                    headers=service_headers) if settings.workers else None
+            follower = RegistryFollower(registry, settle_s=settings.registry_settle_s) if registry is not None else None
+            upstreams = Upstreams(prober, follower, interval_s=settings.probe_interval_s,
+                                  timeout_s=settings.probe_timeout_s, on_recovered=circuits.reset)
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
             metrics.watch_snapshot(lambda: upstreams.snapshot)
@@ -93,12 +96,13 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
                 app.state.gateway = None
                 metrics.watch_snapshot(lambda: None)
 
-    app = FastAPI(title="Model Service Gateway", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
-    install_authenticator(app, Authenticator(auth, keys))
-    install_body_limits(app, settings)
+    # No auth gate: the routers' guards check the keys and log every refusal in the usage log. Requests
+    # are counted per resolved model where they are relayed (gateway/relay.py), not by the middleware.
+    app = service_app("Model Service Gateway", settings=settings, authenticator=Authenticator(auth, keys),
+                      lifespan=lifespan, auth_gate=False)
     app.include_router(ops.health_router)
     app.include_router(openai.router, dependencies=guarded(Role.USER))
     app.include_router(ops.router, dependencies=guarded(Role.SERVICE))
+    app.include_router(metrics_router(metrics.registry), dependencies=guarded(Role.SERVICE), tags=["operations"])
     app.include_router(admin.router, dependencies=guarded(Role.ADMIN))
     return app

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
-from fastapi import Depends, Request
+from fastapi import Depends
 from pydantic import SecretStr
 
-from common.errors import ServiceUnavailableError
+from common.service import state_getter
 from gateway.circuit import CircuitBoard
-from gateway.follower import Upstreams
 from gateway.keys import KeyStore
 from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics, InFlight
 from gateway.routing import DEFAULT_RULES, Rules
 from gateway.settings import GatewaySettings
+from gateway.upstreams import Upstreams
 from gateway.usage import UsageLog
 
 
@@ -47,13 +47,5 @@ class GatewayState:
     turns: itertools.count[int] = field(default_factory=itertools.count)  # round-robin's counter
 
 
-async def get_state(request: Request) -> GatewayState:
-    # ``async`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop
-    # per request that cost more than the rest of the routing.
-    state = getattr(request.app.state, "gateway", None)
-    if state is None:  # only when the app is driven without its lifespan
-        raise ServiceUnavailableError("The gateway is starting up; try again in a moment.")
-    return state
-
-
+get_state = state_getter("gateway", GatewayState, "gateway")
 StateDep = Annotated[GatewayState, Depends(get_state)]

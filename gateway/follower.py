@@ -1,9 +1,7 @@
-"""Where the gateway's snapshot comes from: static workers it probes itself, the service registry, or both.
+"""The gateway's view of the service registry: its ``GET /services``, mapped onto routing's :class:`Replica`.
 
-:class:`Upstreams` owns the one background task. Each round it probes the static ``GATEWAY_WORKERS``
-and reads the registry's ``GET /services`` at once, maps the registry's records onto routing's
-:class:`Replica` type and swaps in one merged :class:`Snapshot`. The request path only ever reads
-``Upstreams.snapshot``; it never calls the registry.
+:class:`gateway.upstreams.Upstreams` asks :class:`RegistryFollower` once a round, beside the probes of
+the static workers, and merges both into one :class:`Snapshot`.
 
 While the registry is unreachable the last registry view stays in place (and ``/health`` says so).
 A registry that comes back after a restart has forgotten every worker until they heartbeat again,
@@ -13,18 +11,13 @@ and records it has not probed yet keep the health the gateway last knew.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
 from common.records import ServiceRecord, ServiceSnapshot
-from gateway.upstreams import Replica, Snapshot, UpstreamProber
+from gateway.upstreams import Replica
 from service_registry.client import RegistryClient, RegistryUnavailableError
 
 log = logging.getLogger(__name__)
@@ -106,65 +99,3 @@ class RegistryFollower:
         return {"url": self.client.base_url, "reachable": self.reachable, "last_ok": self.last_ok,
                 "last_error": self.last_error, "round": self.services.round,
                 "services": len(self.services.data)}
-
-
-class Upstreams:
-    """Owns the merged snapshot and the one task that refreshes it every ``interval_s``."""
-
-    def __init__(self, client: httpx.AsyncClient, workers: list[str], registry: RegistryClient | None, *,
-                 interval_s: float, timeout_s: float, settle_s: float,
-                 on_recovered: Callable[[Iterable[str]], None] = lambda _: None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        """``headers``: sent on every probe of a static worker (the service token when auth is on)."""
-        self.prober = UpstreamProber(client, workers, timeout=timeout_s, headers=headers) if workers else None
-        self.follower = RegistryFollower(registry, settle_s=settle_s) if registry is not None else None
-        self._interval_s = interval_s
-        self._timeout_s = timeout_s
-        self._on_recovered = on_recovered
-        self.snapshot = self._merge()
-        self._task: asyncio.Task[None] | None = None
-
-    async def refresh_once(self) -> Snapshot:
-        """Probe static workers and read the registry concurrently, then swap in one snapshot."""
-        work = []
-        if self.prober is not None:
-            work.append(self.prober.probe_once())
-        if self.follower is not None:
-            work.append(self.follower.refresh_once())
-        await asyncio.gather(*work)
-        previous = {r.url for r in self.snapshot.replicas if not r.healthy}
-        self.snapshot = self._merge()
-        recovered = previous & {r.url for r in self.snapshot.healthy()}
-        if recovered:
-            self._on_recovered(recovered)
-        return self.snapshot
-
-    def _merge(self) -> Snapshot:
-        """Registry replicas first; a static worker the registry also lists appears once."""
-        from_registry = self.follower.replicas if self.follower is not None else ()
-        listed = {r.url for r in from_registry}
-        static = tuple(r for r in (self.prober.snapshot.replicas if self.prober else ()) if r.url not in listed)
-        return Snapshot(from_registry + static, time.time())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                await self.refresh_once()
-            except Exception:  # a bug here must not stop routing updates for good
-                log.exception("upstream refresh round failed")
-
-    async def start(self) -> None:
-        """Refresh once before serving, so a freshly started gateway routes at once, then keep going."""
-        try:
-            await asyncio.wait_for(self.refresh_once(), timeout=self._timeout_s + 1.0)
-        except TimeoutError:
-            log.warning("first refresh round did not finish in time; serving with what is known")
-        self._task = asyncio.create_task(self._run(), name="gateway-upstreams")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

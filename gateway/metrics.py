@@ -18,13 +18,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.metrics import TTFT_BUCKETS
 from gateway.circuit import STATE_CODES, Circuit
 
 if TYPE_CHECKING:
     from gateway.upstreams import Snapshot
 
 NO_MODEL = "-"
-TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 
 class ReplicaHealth(Collector):

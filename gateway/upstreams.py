@@ -1,23 +1,28 @@
-"""What the gateway knows about its workers: an immutable snapshot, and the probes of static workers.
+"""What the gateway knows about its upstreams: immutable snapshots, and the :class:`Upstreams` that
+keep them fresh.
 
-Routing reads a :class:`Snapshot` and nothing else; the registry follower (``follower.py``) produces
-the same type. A probe round checks every worker's ``GET /health`` concurrently with a per-call
-timeout and swaps in a new snapshot in one assignment: readers never see a half-updated table.
+Routing reads a :class:`Snapshot` and nothing else. :class:`Upstreams` owns the one background task:
+each round it probes the static ``GATEWAY_WORKERS`` (``probes.py``) and reads the service registry
+(``follower.py``) at once, and swaps in one merged snapshot. The request path only ever reads
+``Upstreams.snapshot``; it never probes and never calls the registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import httpx
-from pydantic import ValidationError
+from common.records import GPUReading
 
-from common.records import GPUReading, WorkerHealth
+if TYPE_CHECKING:  # both build on Replica and Snapshot from here
+    from gateway.follower import RegistryFollower
+    from gateway.probes import UpstreamProber
 
 log = logging.getLogger(__name__)
 
@@ -109,83 +114,62 @@ class Snapshot:
         return {model: tuple(rs) for model, rs in out.items()}
 
 
-async def probe_replica(client: httpx.AsyncClient, previous: Replica, limit_s: float,
-                        headers: Mapping[str, str] | None = None) -> Replica:
-    """Ask one worker whether it is ready; never raises, a failure is an unhealthy replica.
+class Upstreams:
+    """Owns the merged snapshot and the one task that refreshes it every ``interval_s``."""
 
-    ``headers``: the service token when auth is on (a worker's ``/health`` is open, its ``/v1/models``
-    is not)."""
-    started = time.perf_counter()
-    try:
-        resp = await client.get(f"{previous.url}/health", timeout=limit_s, headers=headers)
-        health = _parse_health(resp)
-        if health is None and resp.status_code == 200:
-            # An OpenAI-compatible server (e.g. vLLM) whose /health has no body: ask /v1/models.
-            health = await _health_from_models(client, previous.url, limit_s, headers)
-    except (httpx.HTTPError, OSError) as exc:
-        return replace(previous, healthy=False, reason=f"unreachable: {_describe(exc)}",
-                       latency_ms=_ms_since(started))
-    latency = _ms_since(started)
-    model = health.model if health else previous.model
-    type_ = health.type if health else previous.type
-    common = {"model": model, "type": type_, "latency_ms": latency}
-    if health is not None and health.max_model_len is not None:
-        common["max_model_len"] = health.max_model_len
-    if resp.status_code != 200:
-        state = health.status if health else f"HTTP {resp.status_code}"
-        return replace(previous, healthy=False, reason=f"not ready: {state}", **common)
-    if health is None:
-        return replace(previous, healthy=False, reason="health answer did not name a model", **common)
-    if health.status != "ok":
-        return replace(previous, healthy=False, reason=f"not ready: {health.status}", **common)
-    return replace(previous, healthy=True, reason=None, last_seen=time.time(), **common)
+    def __init__(self, prober: UpstreamProber | None, follower: RegistryFollower | None, *, interval_s: float,
+                 timeout_s: float, on_recovered: Callable[[Iterable[str]], None] = lambda _: None) -> None:
+        """``prober``: the static workers (``GATEWAY_WORKERS``), ``follower``: the service registry; either
+        may be None. ``on_recovered`` gets the URLs that turned healthy in a round (circuits reset)."""
+        self.prober = prober
+        self.follower = follower
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._on_recovered = on_recovered
+        self.snapshot = self._merge()
+        self._task: asyncio.Task[None] | None = None
 
-
-def _parse_health(resp: httpx.Response) -> WorkerHealth | None:
-    try:
-        return WorkerHealth.model_validate_json(resp.content)
-    except ValidationError:
-        return None
-
-
-async def _health_from_models(client: httpx.AsyncClient, url: str, limit_s: float,
-                              headers: Mapping[str, str] | None) -> WorkerHealth | None:
-    resp = await client.get(f"{url}/v1/models", timeout=limit_s, headers=headers)
-    try:
-        card = resp.json()["data"][0]
-        return WorkerHealth(status="ok", model=card["id"], type=card.get("type") or "llm",
-                            engine="openai-compatible", max_model_len=card.get("max_model_len"))
-    except (ValueError, KeyError, IndexError, TypeError, ValidationError):
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
-
-
-class UpstreamProber:
-    """The statically configured workers and their latest probe round.
-
-    It has no task of its own: :class:`gateway.follower.Upstreams` owns the one refresh loop and calls
-    :meth:`probe_once` each round, beside the registry read.
-    """
-
-    def __init__(self, client: httpx.AsyncClient, urls: Sequence[str], *, timeout: float,
-                 headers: Mapping[str, str] | None = None) -> None:
-        self._client = client
-        self._timeout = timeout
-        self._headers = headers
-        self.snapshot = Snapshot(tuple(Replica(url=u) for u in urls), time.time())
-
-    async def probe_once(self) -> Snapshot:
-        """One round over every replica at once; the slowest probe is bounded by the timeout."""
-        previous = self.snapshot.replicas
-        probes = [probe_replica(self._client, r, self._timeout, self._headers) for r in previous]
-        fresh = await asyncio.gather(*probes)
-        self.snapshot = Snapshot(tuple(fresh), time.time())
+    async def refresh_once(self) -> Snapshot:
+        """Probe static workers and read the registry concurrently, then swap in one snapshot."""
+        work = []
+        if self.prober is not None:
+            work.append(self.prober.probe_once())
+        if self.follower is not None:
+            work.append(self.follower.refresh_once())
+        await asyncio.gather(*work)
+        previous = {r.url for r in self.snapshot.replicas if not r.healthy}
+        self.snapshot = self._merge()
+        recovered = previous & {r.url for r in self.snapshot.healthy()}
+        if recovered:
+            self._on_recovered(recovered)
         return self.snapshot
+
+    def _merge(self) -> Snapshot:
+        """Registry replicas first; a static worker the registry also lists appears once."""
+        from_registry = self.follower.replicas if self.follower is not None else ()
+        listed = {r.url for r in from_registry}
+        static = tuple(r for r in (self.prober.snapshot.replicas if self.prober else ()) if r.url not in listed)
+        return Snapshot(from_registry + static, time.time())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.refresh_once()
+            except Exception:  # a bug here must not stop routing updates for good
+                log.exception("upstream refresh round failed")
+
+    async def start(self) -> None:
+        """Refresh once before serving, so a freshly started gateway routes at once, then keep going."""
+        try:
+            await asyncio.wait_for(self.refresh_once(), timeout=self._timeout_s + 1.0)
+        except TimeoutError:
+            log.warning("first refresh round did not finish in time; serving with what is known")
+        self._task = asyncio.create_task(self._run(), name="gateway-upstreams")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -16,14 +16,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_auth, require
-from common.body_limit import install_body_limits
-from common.errors import install_error_handlers
-from common.metrics import RequestMetricsMiddleware
+from common.auth import Authenticator, AuthSettings, Role, require
+from common.service import metrics_router, service_app
 from model_registry.catalog import Catalog
-from model_registry.deps import RegistryState
+from model_registry.deps import ModelRegistryState
 from model_registry.jobs import JobRunner
-from model_registry.metrics import RegistryMetrics
+from model_registry.metrics import ModelRegistryMetrics
 from model_registry.routes import jobs, models, ops
 from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.hf import HubConfig
@@ -41,7 +39,7 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
     """``auth``: the API-key settings (default: ``MODEL_SERVICE_AUTH`` and friends from the environment)."""
     settings = settings or ModelRegistrySettings()
     auth = auth or AuthSettings()
-    metrics = RegistryMetrics()
+    metrics = ModelRegistryMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,26 +52,22 @@ def create_app(settings: ModelRegistrySettings | None = None, auth: AuthSettings
                                tmp_dir=settings.tmp_dir, resume=settings.resume_jobs)
             await runner.start()
             metrics.bind(catalog, runner)
-            app.state.registry = RegistryState(settings=settings, store=store, catalog=catalog, jobs=runner,
+            app.state.model_registry = ModelRegistryState(settings=settings, store=store, catalog=catalog, jobs=runner,
                                                metrics=metrics)
             try:
                 yield
             finally:
-                app.state.registry = None
+                app.state.model_registry = None
                 await runner.stop()
         finally:
             store.close()
 
-    app = FastAPI(title="Model Registry", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
-    install_auth(app, Authenticator(auth))
-    install_body_limits(app, settings)
-    # Outermost: request counts and latency include the body limit's own 413s.
-    app.add_middleware(RequestMetricsMiddleware, observe=metrics.observe_request)
+    app = service_app("Model Registry", settings=settings, authenticator=Authenticator(auth), lifespan=lifespan,
+                      observe_request=metrics.requests.observe)
     app.include_router(ops.health_router)
     reader = [Depends(require(Role.SERVICE))]
     app.include_router(models.router, dependencies=reader)
     app.include_router(models.admin_router, dependencies=[Depends(require(Role.ADMIN))])
     app.include_router(jobs.router, dependencies=reader)
-    app.include_router(ops.router, dependencies=reader)
+    app.include_router(metrics_router(metrics.registry), dependencies=reader)
     return app

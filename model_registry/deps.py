@@ -1,6 +1,6 @@
-"""The resources one registry app owns, and the typed dependency that hands them to routes.
+"""The resources one model registry app owns, and the typed dependency that hands them to routes.
 
-Everything lives on ``app.state.registry`` for the lifetime of the lifespan: no module globals.
+Everything lives on ``app.state.model_registry`` for the lifetime of the lifespan: no module globals.
 """
 
 from __future__ import annotations
@@ -8,30 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
-from common.errors import ServiceUnavailableError
+from common.service import state_getter
 from model_registry.catalog import Catalog
 from model_registry.jobs import JobRunner
-from model_registry.metrics import RegistryMetrics
+from model_registry.metrics import ModelRegistryMetrics
 from model_registry.settings import ModelRegistrySettings
 from model_registry.storage import Storage
 
 
 @dataclass
-class RegistryState:
+class ModelRegistryState:
     settings: ModelRegistrySettings
     store: Storage
     catalog: Catalog
     jobs: JobRunner
-    metrics: RegistryMetrics
+    metrics: ModelRegistryMetrics
 
 
-def get_state(request: Request) -> RegistryState:
-    state = getattr(request.app.state, "registry", None)
-    if state is None:  # only when the app is driven without its lifespan
-        raise ServiceUnavailableError("The model registry is starting up; try again in a moment.")
-    return state
-
-
-StateDep = Annotated[RegistryState, Depends(get_state)]
+get_state = state_getter("model_registry", ModelRegistryState, "model registry")
+StateDep = Annotated[ModelRegistryState, Depends(get_state)]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from common.metrics import LATENCY_BUCKETS
+from common.metrics import RequestMetrics
 from model_registry.catalog import Catalog
 from model_registry.jobs import JobRunner
 from model_registry.records import JobRecord, ModelRecord
@@ -58,25 +58,16 @@ def _families(counts: dict[str, int], running: list[JobRecord], models: list[Mod
     ]
 
 
-class RegistryMetrics:
+class ModelRegistryMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.files_served = Counter(f"{PREFIX}_files_served_total", "Model files streamed to clients.",
                                     registry=r)
-        # Fed by ``common.metrics.RequestMetricsMiddleware(app, observe=metrics.observe_request)``.
-        self.requests = Counter(f"{PREFIX}_requests_total", "Requests answered, by endpoint and status.",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram(f"{PREFIX}_request_duration_seconds",
-                                 "Time from request to the last byte of the answer, by endpoint.",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        # /health and /metrics are polled all the time and not counted.
+        self.requests = RequestMetrics(PREFIX, r)
         self.state = StateCollector()
         r.register(self.state)
 
     def bind(self, catalog: Catalog, jobs: JobRunner) -> None:
         """Attach the live state (in the lifespan, once the store is open)."""
         self.state.catalog, self.state.jobs = catalog, jobs
-
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        if endpoint not in ("/health", "/metrics"):  # polled every few seconds; would drown the traffic
-            self.requests.labels(endpoint, str(status)).inc()
-            self.latency.labels(endpoint).observe(seconds)

@@ -16,11 +16,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_auth, require
-from common.body_limit import install_body_limits
-from common.errors import install_error_handlers
+from common.auth import Authenticator, AuthSettings, Role, require
+from common.service import metrics_router, service_app
 from model_service.engines.base import Engine
-from model_service.metrics import MetricsMiddleware
 from model_service.registration import registered
 from model_service.routes import OPEN_ROUTERS, SERVICE_ROUTERS
 from model_service.settings import WorkerSettings
@@ -49,16 +47,11 @@ def create_app(settings: WorkerSettings | None = None, engine: Engine | None = N
     settings = settings or WorkerSettings()
     auth = auth or AuthSettings()
     worker = Worker(settings, engine)
-    app = FastAPI(title=f"model worker: {settings.model_name}", lifespan=_lifespan)
+    app = service_app(f"model worker: {settings.model_name}", settings=settings, authenticator=Authenticator(auth),
+                      lifespan=_lifespan, observe_request=worker.metrics.requests.observe)
     app.state.worker = worker
-    app.state.settings = settings
-    install_error_handlers(app)
-    install_auth(app, Authenticator(auth))
     for router in OPEN_ROUTERS:
         app.include_router(router)
-    for router in SERVICE_ROUTERS:
+    for router in (*SERVICE_ROUTERS, metrics_router(worker.metrics.registry)):
         app.include_router(router, dependencies=[Depends(require(Role.SERVICE))])
-    # Outermost first in the stack: metrics see every answer, including 413s from the body limit.
-    install_body_limits(app, settings)
-    app.add_middleware(MetricsMiddleware, metrics=worker.metrics)
     return app

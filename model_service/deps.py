@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from common.errors import InvalidRequestError, ModelNotFoundError
+from common.service import state_getter
 from model_service.engines.base import Engine
 from model_service.worker import Worker
 
@@ -14,15 +15,13 @@ _ENDPOINT_NAMES = {"llm": "chat and text completions", "embedding": "embeddings"
                   "multimodal": "chat completions with images",
                   "transcription": "audio transcriptions and translations"}
 
-
-def get_worker(request: Request) -> Worker:
-    return request.app.state.worker
-
-
+# Set by the factory, so it is always there; the shared getter spares each request a thread hop.
+get_worker = state_getter("worker", Worker, "worker")
 WorkerDep = Annotated[Worker, Depends(get_worker)]
 
 
-def get_engine(worker: WorkerDep) -> Engine:
+async def get_engine(worker: WorkerDep) -> Engine:
+    """The loaded engine, or the 503 that says whether to wait; ``async``: no thread hop per request."""
     return worker.ready_engine()
 
 

@@ -15,30 +15,23 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.types import ASGIApp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from common.metrics import (
-    BATCH_BUCKETS,
-    LATENCY_BUCKETS,
-    TTFT_BUCKETS,
-    UNMATCHED,
-    GPUCollector,
-    RequestMetricsMiddleware,
-)
+from common.metrics import BATCH_BUCKETS, TTFT_BUCKETS, UNMATCHED, GPUCollector, RequestMetrics
 
 T = TypeVar("T")
+
+
+def is_traffic(endpoint: str) -> bool:
+    """The OpenAI routes and paths no route serves; not the operator routes, polled all the time."""
+    return endpoint.startswith("/v1/") or endpoint == UNMATCHED
 
 
 class WorkerMetrics:
     def __init__(self, model: str) -> None:
         self.model = model
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("worker_requests_total", "Requests answered, by model, endpoint and status.",
-                                ["model", "endpoint", "status"], registry=r)
-        self.latency = Histogram("worker_request_duration_seconds",
-                                 "Time from request to the last byte of the answer, by model and endpoint.",
-                                 ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = RequestMetrics("worker", r, model=model, counted=is_traffic)
         self.ttft = Histogram("worker_time_to_first_token_seconds",
                               "Streamed chat/text completions: time from request to the first generated text.",
                               ["model"], buckets=TTFT_BUCKETS, registry=r).labels(model)
@@ -69,11 +62,6 @@ class WorkerMetrics:
         self.in_flight.set_function(lambda: float(running()))
         self.queue_depth.set_function(lambda: float(waiting()))
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        if endpoint.startswith("/v1/") or endpoint == UNMATCHED:
-            self.requests.labels(self.model, endpoint, str(status)).inc()
-            self.latency.labels(self.model, endpoint).observe(seconds)
-
     async def first_token(self, events: AsyncIterator[T], started: float) -> AsyncIterator[T]:
         """``events`` unchanged; the first one (the first generated text of any choice) is timed from
         ``started``. Closing this iterator closes ``events``."""
@@ -84,14 +72,3 @@ class WorkerMetrics:
                     first = False
                     self.ttft.observe(time.perf_counter() - started)
                 yield event
-
-    def render(self) -> bytes:
-        """The exposition text; reads NVML, so async callers run it in a thread."""
-        return generate_latest(self.registry)
-
-
-class MetricsMiddleware(RequestMetricsMiddleware):
-    """``app.add_middleware(MetricsMiddleware, metrics=...)``: the shared middleware feeding this worker."""
-
-    def __init__(self, app: ASGIApp, metrics: WorkerMetrics) -> None:
-        super().__init__(app, metrics.observe_request)

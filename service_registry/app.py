@@ -20,12 +20,11 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Depends, FastAPI
 
-from common.auth import Authenticator, AuthSettings, Role, install_auth, require
-from common.body_limit import install_body_limits
-from common.errors import install_error_handlers
-from service_registry.deps import RegistryState
+from common.auth import Authenticator, AuthSettings, Role, require
+from common.service import metrics_router, service_app
+from service_registry.deps import ServiceRegistryState
 from service_registry.health import HealthPolicy
-from service_registry.metrics import RegistryMetrics
+from service_registry.metrics import ServiceRegistryMetrics
 from service_registry.poller import Poller
 from service_registry.registry import Registry
 from service_registry.routes import OPEN_ROUTERS, SERVICE_ROUTERS
@@ -46,12 +45,13 @@ def create_app(settings: RegistrySettings | None = None, auth: AuthSettings | No
     settings = settings or RegistrySettings()
     auth = auth or AuthSettings()
     statics = {s.id: s for s in settings.all_static_upstreams()}
+    metrics = ServiceRegistryMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with probe_client(settings) as client:
-            state = _build_state(settings, statics, client, auth.outgoing_headers())
-            app.state.registry = state
+            state = _build_state(settings, statics, client, metrics, auth.outgoing_headers())
+            app.state.service_registry = state
             task = asyncio.create_task(state.poller.run(), name="service-registry-poller")
             try:
                 yield
@@ -59,28 +59,27 @@ def create_app(settings: RegistrySettings | None = None, auth: AuthSettings | No
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                app.state.registry = None
+                app.state.service_registry = None
 
-    app = FastAPI(title="Service Registry", version="0.1.0", lifespan=lifespan)
-    install_error_handlers(app)
-    install_auth(app, Authenticator(auth))
-    install_body_limits(app, settings)
+    app = service_app("Service Registry", settings=settings, authenticator=Authenticator(auth), lifespan=lifespan,
+                      observe_request=metrics.requests.observe)
     for router in OPEN_ROUTERS:
         app.include_router(router)
+    service = [Depends(require(Role.SERVICE))]
     for router in SERVICE_ROUTERS:
-        app.include_router(router, dependencies=[Depends(require(Role.SERVICE))])
+        app.include_router(router, dependencies=service)
+    app.include_router(metrics_router(metrics.registry), dependencies=service, tags=["views"])
     return app
 
 
-def _build_state(settings: RegistrySettings, statics: dict[str, StaticUpstream],
-                 client: httpx.AsyncClient, worker_headers: dict[str, str]) -> RegistryState:
+def _build_state(settings: RegistrySettings, statics: dict[str, StaticUpstream], client: httpx.AsyncClient,
+                 metrics: ServiceRegistryMetrics, worker_headers: dict[str, str]) -> ServiceRegistryState:
     policy = HealthPolicy(unhealthy_after=settings.unhealthy_after, healthy_after=settings.healthy_after)
     registry = Registry(list(statics.values()), policy, ttl_for=settings.ttl_for,
                         default_priority=settings.default_worker_priority, now=time.time())
-    metrics = RegistryMetrics()
     metrics.record_snapshot(registry.snapshot)
     poller = Poller(registry, client, statics, metrics, interval_s=settings.poll_interval_s,
                     timeout_s=settings.probe_timeout_s, worker_headers=worker_headers)
     if statics:
         log.info("static upstreams: %s", ", ".join(f"{s.id} -> {s.base_url}" for s in statics.values()))
-    return RegistryState(settings=settings, registry=registry, poller=poller, metrics=metrics)
+    return ServiceRegistryState(settings=settings, registry=registry, poller=poller, metrics=metrics)

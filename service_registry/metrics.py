@@ -1,11 +1,11 @@
-"""Prometheus metrics of one registry app, in its own :class:`CollectorRegistry`.
+"""Prometheus metrics of one service registry app, in its own :class:`CollectorRegistry`.
 
 Per-app (not the process-wide default) so tests can build many apps in one process. Events (probes,
-registrations, poll rounds) are counters; everything the snapshot knows (how many services in which
-status, which replica is healthy, the GPU readings the last round collected) is read from the latest
-snapshot when Prometheus scrapes, so no gauge can drift from what ``/services`` answers. Labels only
-carry what the registry accepted (a registered URL, its models), never anything a client sends per
-request. Names follow the platform's convention (docs/MONITORING.md).
+registrations, poll rounds, requests answered) are counters; everything the snapshot knows (how many
+services in which status, which replica is healthy, the GPU readings the last round collected) is read
+from the latest snapshot when Prometheus scrapes, so no gauge can drift from what ``/services`` answers.
+Labels only carry what the registry accepted (a registered URL, its models) or a route template, never
+anything a client sends per request. Names follow the platform's convention (docs/MONITORING.md).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections import Counter as _Tally
 from collections.abc import Callable, Iterator
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from common.metrics import PROBE_BUCKETS, gpu_families
+from common.metrics import PROBE_BUCKETS, RequestMetrics, gpu_families
 from common.records import ServiceKind, ServiceRecord, ServiceSnapshot, ServiceStatus
 from service_registry.health import Observation
 
@@ -56,7 +56,7 @@ class SnapshotCollector(Collector):
         return [services, healthy, *gpus]
 
 
-class RegistryMetrics:
+class ServiceRegistryMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.probe_latency = Histogram(
@@ -71,6 +71,8 @@ class RegistryMetrics:
             "Registration events: registered, refreshed, heartbeat, deregistered, expired.",
             ["event"], registry=self.registry)
         self.rounds = Counter(f"{PREFIX}_poll_rounds_total", "Poll rounds finished.", registry=self.registry)
+        # Registrations, heartbeats and the gateways' reads; /health and /metrics are polled, not counted.
+        self.requests = RequestMetrics(PREFIX, self.registry)
         self._snapshot = ServiceSnapshot()
         self.registry.register(SnapshotCollector(lambda: self._snapshot))
 
@@ -83,6 +85,3 @@ class RegistryMetrics:
             self.probe_latency.labels(record.url).observe(observation.latency_ms / 1000)
         if observation.outcome != "ok":
             self.probe_failures.labels(record.url).inc()
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import httpx
 
 from common.records import ServiceSnapshot
-from service_registry.metrics import RegistryMetrics
+from service_registry.metrics import ServiceRegistryMetrics
 from service_registry.probes import probe
 from service_registry.registry import Registry
 from service_registry.settings import StaticUpstream
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class Poller:
     def __init__(self, registry: Registry, client: httpx.AsyncClient, statics: Mapping[str, StaticUpstream],
-                 metrics: RegistryMetrics, *, interval_s: float, timeout_s: float,
+                 metrics: ServiceRegistryMetrics, *, interval_s: float, timeout_s: float,
                  worker_headers: Mapping[str, str] | None = None) -> None:
         self._registry = registry
         self._client = client

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
+from common.probes import describe, ms_since, parse_body
 from common.records import GPUStats, ServiceRecord, WorkerHealth
 from service_registry.health import Observation
 from service_registry.settings import StaticUpstream
@@ -38,8 +38,8 @@ async def probe(client: httpx.AsyncClient, record: ServiceRecord, static: Static
     except TimeoutError:
         reason = f"probe timed out after {timeout_s:g}s"
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:  # InvalidURL is no HTTPError
-        reason = f"unreachable: {_describe(exc)}"
-    return Observation(url=record.url, outcome="failed", at=time.time(), latency_ms=_ms_since(started),
+        reason = f"unreachable: {describe(exc)}"
+    return Observation(url=record.url, outcome="failed", at=time.time(), latency_ms=ms_since(started),
                        reason=reason)
 
 
@@ -54,9 +54,9 @@ async def _probe_worker(client: httpx.AsyncClient, record: ServiceRecord, timeou
     if isinstance(gpu, BaseException):
         raise gpu
     gpu_stats, gpu_error = gpu
-    base: dict[str, Any] = {"url": record.url, "at": time.time(), "latency_ms": _ms_since(started),
+    base: dict[str, Any] = {"url": record.url, "at": time.time(), "latency_ms": ms_since(started),
                             "gpu": gpu_stats, "gpu_error": gpu_error}
-    health = _parse(WorkerHealth, health_resp)
+    health = parse_body(WorkerHealth, health_resp)
     if health is not None:
         base.update(engine=health.engine, max_model_len=health.max_model_len)
     status = health_resp.status_code
@@ -91,11 +91,11 @@ async def _gpu_stats(client: httpx.AsyncClient, url: str, timeout_s: float,
     try:
         resp = await client.get(f"{url}/gpu-stats", headers=dict(headers), timeout=timeout_s)
     except (httpx.HTTPError, OSError) as exc:
-        return None, f"gpu-stats unreachable: {_describe(exc)}"
+        return None, f"gpu-stats unreachable: {describe(exc)}"
     if resp.status_code in (401, 403):
         return None, (f"gpu-stats refused the registry's service token (HTTP {resp.status_code}): "
                       "give the registry and the worker the same MODEL_SERVICE_SERVICE_TOKEN")
-    stats = _parse(GPUStats, resp) if resp.status_code == 200 else None
+    stats = parse_body(GPUStats, resp) if resp.status_code == 200 else None
     if stats is None:
         return None, f"gpu-stats answered HTTP {resp.status_code} without GPU stats"
     return stats, None
@@ -107,7 +107,7 @@ async def _probe_external(client: httpx.AsyncClient, record: ServiceRecord, stat
     if static is not None and static.api_key is not None:
         headers["Authorization"] = f"Bearer {static.api_key.get_secret_value()}"
     resp = await client.get(f"{record.api_base}/models", headers=headers, timeout=timeout_s)
-    base: dict[str, Any] = {"url": record.url, "at": time.time(), "latency_ms": _ms_since(started)}
+    base: dict[str, Any] = {"url": record.url, "at": time.time(), "latency_ms": ms_since(started)}
     if resp.status_code == 200:
         return Observation(outcome="ok", **base)
     if resp.status_code in (401, 403):
@@ -115,19 +115,3 @@ async def _probe_external(client: httpx.AsyncClient, record: ServiceRecord, stat
         return Observation(outcome="failed", reason=f"authentication failed: the API key {what} "
                                                     f"(HTTP {resp.status_code})", **base)
     return Observation(outcome="failed", reason=f"/models answered HTTP {resp.status_code}", **base)
-
-
-def _parse(model: type[WorkerHealth] | type[GPUStats], resp: httpx.Response) -> Any:
-    try:
-        return model.model_validate_json(resp.content)
-    except ValidationError:
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)

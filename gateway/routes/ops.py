@@ -1,4 +1,5 @@
-"""Operator endpoints: liveness, the replica table, GPU facts from every worker, and metrics.
+"""Operator endpoints: liveness, the replica table and GPU facts from every worker (``/metrics`` is the
+shared route of ``common/service.py``).
 
 ``/health`` is on a router of its own: it stays open when auth is on (health checks carry no key);
 the rest is for the service token and the admin key.
@@ -12,7 +13,6 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
-from starlette.responses import Response
 
 from common.records import ServiceRecord
 from gateway.deps import GatewayState, StateDep
@@ -127,8 +127,3 @@ async def _one_gpu_stats(client: httpx.AsyncClient, replica: Replica, limit_s: f
     except (httpx.HTTPError, ValueError) as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
     return row
-
-
-@router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

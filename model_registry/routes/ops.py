@@ -1,18 +1,17 @@
-"""``/health`` (open when auth is on: health checks carry no key) and ``/metrics`` (service token)."""
+"""``/health``: open when auth is on (health checks carry no key). ``/metrics`` is the shared route
+(``common/service.py``), behind the service token."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from model_registry.deps import StateDep
 from model_registry.errors import StorageError
 
-router = APIRouter()
 health_router = APIRouter()
 
 
@@ -24,9 +23,3 @@ async def health(state: StateDep) -> Any:
     except StorageError as exc:
         return JSONResponse({**body, "status": "error", "detail": exc.message}, status_code=503)
     return body
-
-
-@router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
-    data = await asyncio.to_thread(generate_latest, state.metrics.registry)
-    return Response(data, media_type=CONTENT_TYPE_LATEST)

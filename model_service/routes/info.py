@@ -1,4 +1,5 @@
-"""Read-only endpoints of the worker contract: health, model list, GPU stats, metrics.
+"""Read-only endpoints of the worker contract: health, model list, GPU stats (``/metrics`` is the
+shared route of ``common/service.py``).
 
 ``/health`` is on its own router: it stays open when auth is on (health checks carry no key).
 """
@@ -8,8 +9,6 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.gpu import collect_gpu_stats
 from common.protocol import ModelCard, ModelList
@@ -45,9 +44,3 @@ async def list_models(worker: WorkerDep) -> ModelList:
 async def gpu_stats() -> GPUStats:
     """NVML calls block, so they run in a thread; with no GPU the answer says so (available=false)."""
     return await asyncio.to_thread(collect_gpu_stats)
-
-
-@router.get("/metrics")
-async def metrics(worker: WorkerDep) -> Response:
-    """GPU gauges are read through NVML while rendering, so the rendering runs in a thread."""
-    return Response(await asyncio.to_thread(worker.metrics.render), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""Read-only views over the current snapshot: services, cluster GPUs, liveness, metrics.
+"""Read-only views over the current snapshot: services, cluster GPUs, liveness (``/metrics`` is the
+shared route of ``common/service.py``).
 
 Every view reads ``registry.snapshot`` once and answers from that one object, so an answer never mixes
 two poll rounds. Nothing here calls a worker: GPU facts are the ones the last round collected.
@@ -13,7 +14,6 @@ from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Query
-from starlette.responses import Response
 
 from common.records import ServiceRecord, ServiceSnapshot, ServiceStatus
 from service_registry.deps import StateDep
@@ -76,8 +76,3 @@ async def health(state: StateDep) -> dict[str, Any]:
         "round": snapshot.round,
         "taken_at": snapshot.taken_at,
     }
-
-
-@router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

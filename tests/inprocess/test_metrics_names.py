@@ -228,6 +228,32 @@ async def test_service_registry_metrics_from_its_snapshot() -> None:
     assert {s.labels["replica"] for s in m.samples["service_registry_gpu_utilization_ratio"]} == {gpu}
 
 
+async def test_service_registry_request_counts() -> None:
+    settings = RegistrySettings(_env_file=None, poll_interval_s=60, probe_timeout_s=0.5)
+    async with AsyncExitStack() as stack:
+        registry = await stack.enter_async_context(serve(create_registry_app(settings)))
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=registry, timeout=5, trust_env=False))
+        worker = {"id": "w1", "url": "http://127.0.0.1:9", "models": ["m"], "type": "llm"}
+        assert (await client.post("/register", json=worker)).status_code == 201
+        assert (await client.post("/register/w1/heartbeat")).status_code == 200
+        assert (await client.get("/services")).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/no-such-route")).status_code == 404
+        m = await scrape(client)
+
+    m.assert_labels("service_registry_requests_total", "endpoint", "status")
+    m.assert_labels("service_registry_request_duration_seconds_count", "endpoint")
+    heartbeat = "/register/{service_id:path}/heartbeat"  # the route template, never the id a worker sent
+    assert m.value("service_registry_requests_total", endpoint="/register", status="201") == 1
+    assert m.value("service_registry_requests_total", endpoint=heartbeat, status="200") == 1
+    assert m.value("service_registry_requests_total", endpoint="/services", status="200") == 1
+    assert m.value("service_registry_requests_total", endpoint="unmatched", status="404") == 1
+    assert m.value("service_registry_request_duration_seconds_count", endpoint="/services") == 1
+    # Health checks and scrapes are polled all the time: not traffic.
+    assert {s.labels["endpoint"] for s in m.samples["service_registry_requests_total"]} == {
+        "/register", heartbeat, "/services", "unmatched"}
+
+
 # --- model registry -----------------------------------------------------------------------------------
 
 async def test_model_registry_metrics_jobs_progress_and_store(tmp_path: Path) -> None:
@@ -243,7 +269,7 @@ async def test_model_registry_metrics_jobs_progress_and_store(tmp_path: Path) ->
         file = await client.get("/models/org/tiny/revisions/current/files/config.json")
         assert file.status_code == 200
         # A job storing files right now, as its progress hook leaves it: the gauges read it live.
-        runner = app.state.registry.jobs
+        runner = app.state.model_registry.jobs
         running = JobRecord(id="f" * 32, kind="download", model_id="org/big", state="running",
                             bytes_done=300, bytes_total=1200)
         runner.jobs[running.id] = running

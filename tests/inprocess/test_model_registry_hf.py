@@ -162,7 +162,7 @@ async def test_corrupted_download_fails_the_job_and_lists_nothing(hub: FakeHub, 
         done = await wait_job(client, job["id"])
         assert done["state"] == "failed" and bad in done["error"] and "Checksum mismatch" in done["error"]
         assert (await client.get("/models")).json()["data"] == []
-        assert await asyncio.to_thread(app.state.registry.store.list, f"{REPO}/revisions/") == []
+        assert await asyncio.to_thread(app.state.model_registry.store.list, f"{REPO}/revisions/") == []
 
 
 async def test_download_job_via_api(backend_settings: ModelRegistrySettings, hub: FakeHub) -> None:

@@ -102,4 +102,4 @@ async def test_failed_import_leaves_nothing(backend_settings: ModelRegistrySetti
         done = await wait_job(client, job["id"])
         assert done["state"] == "failed" and "disk on fire" in done["error"]
         assert (await client.get("/models")).json()["data"] == []
-        assert app.state.registry.store.list(f"{MODEL}/revisions/") == []
+        assert app.state.model_registry.store.list(f"{MODEL}/revisions/") == []

@@ -341,7 +341,7 @@ async def send_traffic(services: Platform, tmp_path: Path) -> None:
     await poll(done, "the import to finish")
     # A download storing files right now, as the job runner's progress hook leaves it (no source here is
     # slow enough to catch one running): the progress panel reads it at the scrape.
-    runner = services.model_registry_app.state.registry.jobs
+    runner = services.model_registry_app.state.model_registry.jobs
     running = JobRecord(id=RUNNING_JOB, kind="download", model_id="org/big", state="running", bytes_done=300,
                         bytes_total=1200)
     runner.jobs[running.id] = running

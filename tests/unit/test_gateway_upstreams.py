@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import httpx
 
-from gateway.upstreams import Replica, Snapshot, UpstreamProber, probe_replica
+from gateway.probes import UpstreamProber, probe_replica
+from gateway.upstreams import Replica, Snapshot
 
 HEALTH = {"status": "ok", "model": "m", "type": "embedding", "engine": "fake", "max_model_len": 512}
 

@@ -14,9 +14,9 @@ import yaml
 from prometheus_client.core import Metric
 
 from gateway.metrics import GatewayMetrics
-from model_registry.metrics import RegistryMetrics as ModelRegistryMetrics
+from model_registry.metrics import ModelRegistryMetrics
 from model_service.metrics import WorkerMetrics
-from service_registry.metrics import RegistryMetrics as ServiceRegistryMetrics
+from service_registry.metrics import ServiceRegistryMetrics
 from tests.unit.test_compose_files import compose_config, rendered
 
 ROOT = Path(__file__).resolve().parents[2]
