@@ -36,14 +36,14 @@ from gateway.routing import check_accepts_images, fallback_chain
 
 
 @dataclass(frozen=True)
-class Admission:
+class AdmittedRequest:
     """An admitted request: the key's grant (headers, token charge) and the models it may go to."""
 
     grant: Grant
     models: list[str]  # the requested model, then the fallbacks this key may use
 
 
-def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> Admission:
+def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> AdmittedRequest:
     """Authorize and limit ``request``: 403, 400 or 429 before any worker is called, else an admission
     that has taken one request from the key's budget."""
     check_model_allowed(principal, request.model)
@@ -55,7 +55,7 @@ def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> A
                        max_inputs=settings.max_embedding_inputs)
     grant = state.limits.admit(principal)
     models = [m for m in fallback_chain(request.model, settings.fallbacks) if principal.allows_model(m)]
-    return Admission(grant, models)
+    return AdmittedRequest(grant, models)
 
 
 def check_model_allowed(principal: Principal, model: str) -> None:
