@@ -1,13 +1,16 @@
-"""Fixtures shared by every test layer: the real starter models and free loopback ports."""
+"""Fixtures shared by every test layer: the real starter models and a real S3 server."""
 
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.model_registry import BACKENDS, registry_settings, small_copy
+from tests.helpers.s3 import S3Server, seaweedfs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -16,23 +19,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _GATEWAY_STATE = Path(tempfile.mkdtemp(prefix="msp-test-gateway-"))
 os.environ.setdefault("GATEWAY_KEYS_FILE", str(_GATEWAY_STATE / "keys.json"))
 os.environ.setdefault("GATEWAY_USAGE_LOG", str(_GATEWAY_STATE / "usage.log"))
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports: every socket stays open until all are picked, so the
-    kernel cannot hand out the same port twice in one call."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +57,23 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["espeak-ng", "-w", str(out), "The quick brown fox jumps over the lazy dog"], check=True,
                    timeout=60)
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS), one per session; each test takes a fresh bucket on it."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path):
+    """Model registry settings parametrized over the local-folder and the real-S3 backend."""
+    s3 = request.getfixturevalue("s3_server") if request.param == "s3" else None
+    return registry_settings(request.param, tmp_path, s3)
+
+
+@pytest.fixture
+def small_model(minilm_path: Path, tmp_path: Path) -> Path:
+    """The MiniLM folder without its 90 MB weights (plus a 1 MiB stand-in), for tests about mechanics."""
+    return small_copy(minilm_path, tmp_path / "small")

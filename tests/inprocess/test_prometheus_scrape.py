@@ -46,11 +46,10 @@ from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_service_registry
 from service_registry.settings import RegistrySettings
-from tests.conftest import free_ports
-from tests.inprocess.test_registry_cluster import serve
-from tests.s3_server import registry_settings
-from tests.unit.test_compose_files import COMPOSE, rendered
-from tests.unit.test_monitoring_files import expressions
+from tests.helpers.deploy_files import COMPOSE, expressions, rendered
+from tests.helpers.model_registry import registry_settings
+from tests.helpers.ports import free_ports
+from tests.helpers.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docker/prometheus/prometheus.yml"
