@@ -1,4 +1,10 @@
-"""Fixtures shared by every test layer: the real starter models and a real S3 server."""
+"""Fixtures shared by every test layer: the real starter models, a real S3 server, and the ``e2e`` marker.
+
+Every test that uses real parts (a real model, a real S3 server, an OS process) carries the ``e2e``
+marker, so ``make test-fast`` (``-m "not e2e"``) leaves them out and ``make test`` runs them all. Tests
+that depend on one of :data:`REAL_PART_FIXTURES` get it here, automatically; modules that start
+processes without such a fixture say ``pytestmark = pytest.mark.e2e`` themselves.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _GATEWAY_STATE = Path(tempfile.mkdtemp(prefix="msp-test-gateway-"))
 os.environ.setdefault("GATEWAY_KEYS_FILE", str(_GATEWAY_STATE / "keys.json"))
 os.environ.setdefault("GATEWAY_USAGE_LOG", str(_GATEWAY_STATE / "usage.log"))
+
+# Fixtures that load a real model, start a process or a real S3 server, or depend on one that does
+# (pytest lists the fixtures a test needs, directly or not, in ``item.fixturenames``).
+REAL_PART_FIXTURES = frozenset({"smollm_path", "minilm_path", "whisper_path", "speech_wav", "s3_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses real parts ``e2e``, including the S3 half of ``backend_settings``."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if REAL_PART_FIXTURES.intersection(getattr(item, "fixturenames", ())) or params.get("backend_settings") == "s3":
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

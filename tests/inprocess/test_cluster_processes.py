@@ -23,6 +23,8 @@ from tests.helpers.polling import eventually, eventually_sync
 from tests.helpers.processes import Proc, external_proc, healthy_in_registry, registry_proc, worker_proc
 from tests.helpers.servers import gateway
 
+pytestmark = pytest.mark.e2e  # real OS processes
+
 KEY = "sk-test-3f9a1c77d2e04b8e"
 MODEL = "m"
 PROMPT = [{"role": "user", "content": "one two three"}]

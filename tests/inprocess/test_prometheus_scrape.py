@@ -55,10 +55,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docker/prometheus/prometheus.yml"
 DASHBOARD = ROOT / "docker/grafana/dashboards/model-service.json"
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(  # e2e: a real Prometheus process
     PROMETHEUS is None or PROMTOOL is None,
     reason="the prometheus and promtool binaries are not installed (run scripts/ci-deps.sh as root, "
-           "or apt-get install --no-install-recommends prometheus)")
+           "or apt-get install --no-install-recommends prometheus)")]
 
 ADMIN, SERVICE, WRONG = new_secret(), new_secret(), new_secret()
 RUNNING_JOB = "f" * 32
