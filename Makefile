@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --ignore=tests/compose
 
+# Everything but the tests with real parts (real models, OS processes, real S3): the e2e marker.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" --ignore=tests/compose
 

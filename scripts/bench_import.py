@@ -31,7 +31,7 @@ from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.folder import folder_files, import_folder
 from model_registry.storage import open_storage
 from stack.starters import STARTERS, prepare
-from tests.s3_server import S3Server, seaweedfs
+from tests.helpers.s3 import S3Server, seaweedfs
 
 
 def median_seconds(fn: Callable[[int], None], repeat: int) -> float:

@@ -24,7 +24,7 @@ import openai
 import pytest
 
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM, prepare
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.compose
 

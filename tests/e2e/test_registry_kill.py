@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -34,8 +32,9 @@ from starlette.routing import Route
 from model_registry.catalog import Catalog
 from model_registry.fetch import fetch_model
 from model_registry.storage import open_storage
-from tests.conftest import free_port
-from tests.s3_server import registry_settings
+from tests.helpers.model_registry import registry_settings
+from tests.helpers.ports import free_port
+from tests.helpers.servers import serve_in_thread
 
 pytestmark = pytest.mark.e2e
 REPO = "acme/slow-model"
@@ -88,20 +87,10 @@ class SlowHub:
 @pytest.fixture
 def slow_hub() -> Iterator[SlowHub]:
     hub = SlowHub()
-    port = free_port()
     app = Starlette(routes=[Route("/{path:path}", hub.handle, methods=["GET", "HEAD"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    hub.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(app) as url:
+        hub.url = url
         yield hub
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import start_stack
+from tests.helpers.stack import start_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.folder import import_folder
 from model_registry.storage import open_storage
 from stack.starters import STARTER_TRANSCRIPTION
-from tests.conftest import free_port
-from tests.e2e.test_worker_from_store import process, settled_health
-from tests.s3_server import registry_env
+from tests.helpers.model_registry import registry_env
+from tests.helpers.ports import free_port
+from tests.helpers.processes import process, settled_health
 
 pytestmark = pytest.mark.e2e
 MODEL = STARTER_TRANSCRIPTION.model_id

@@ -11,61 +11,21 @@ so the service registry and an operator see the reason instead of a restart loop
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from model_registry.catalog import Catalog, file_key
 from model_registry.storage import open_storage
-from tests import s3_server as fx
-from tests.conftest import free_port
-from tests.s3_server import registry_env, registry_settings
+from tests.helpers.model_registry import BACKENDS, registry_env, registry_settings
+from tests.helpers.ports import free_port
+from tests.helpers.processes import process, settled_health
 
 pytestmark = pytest.mark.e2e
-s3_server = fx.s3_server
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-START_TIMEOUT_S = 180.0
-
-
-@contextmanager
-def process(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """One ``python -m stack ...`` child in its own process group, stopped (TERM, then KILL) on exit."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stack", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-
-
-def settled_health(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> httpx.Response:
-    """Poll ``/health`` until it is no longer loading (ready, or failed for good); bounded in time."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
-        try:
-            resp = httpx.get(f"{url}/health", timeout=5)
-            if resp.status_code == 200 or resp.json().get("error", {}).get("code") != "model_loading":
-                return resp
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} did not settle in {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
 
 
 def worker_argv(port: int) -> list[str]:
@@ -73,7 +33,7 @@ def worker_argv(port: int) -> list[str]:
             "--model-type", "embedding", "--log-level", "info"]
 
 
-@pytest.mark.parametrize("backend", fx.BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_worker_from_store_through_gateway_then_refuses_a_flipped_byte(
         backend: str, request: pytest.FixtureRequest, minilm_path: Path, tmp_path: Path) -> None:
     s3 = request.getfixturevalue("s3_server") if backend == "s3" else None

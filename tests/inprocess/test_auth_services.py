@@ -28,9 +28,10 @@ from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_registry
 from service_registry.client import RegistryClient
 from service_registry.settings import RegistrySettings
-from tests.conftest import free_ports
-from tests.inprocess.test_registry_cluster import serve, status_is, wait_until
-from tests.s3_server import registry_settings
+from tests.helpers.model_registry import registry_settings
+from tests.helpers.polling import eventually
+from tests.helpers.ports import free_ports
+from tests.helpers.servers import serve, status_is
 
 ADMIN = new_secret()
 SERVICE = new_secret()
@@ -161,7 +162,7 @@ async def test_model_registry_reads_take_the_service_token_and_writes_the_admin_
 async def test_worker_routes_need_the_service_token() -> None:
     app = worker_app(auth_on())
     async with running(app) as client:
-        await wait_until(_ready(client), "the fake engine to load")
+        await eventually(_ready(client), "the fake engine to load")
         guarded = await assert_locked(client, app)
         assert {("GET", "/v1/models"), ("GET", "/gpu-stats"), ("GET", "/metrics"),
                 ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
@@ -220,10 +221,10 @@ async def test_worker_registers_with_the_service_token_and_is_polled() -> None:
                             advertise_url=f"http://127.0.0.1:{worker_port}", heartbeat_interval_s=0.3)
         async with (serve(worker, worker_port),
                     RegistryClient(registry_url, headers=auth_on().outgoing_headers()) as client):
-            record = await wait_until(status_is(client, "tiny-0", "healthy"), "the worker polled healthy")
+            record = await eventually(status_is(client, "tiny-0", "healthy"), "the worker polled healthy")
             assert record.engine == "fake"
             # /gpu-stats took the registry's token (this machine's answer: no GPU, not a refusal).
-            record = await wait_until(_gpu_read(client, "tiny-0"), "GPU stats read")
+            record = await eventually(_gpu_read(client, "tiny-0"), "GPU stats read")
             assert "refused" not in (record.gpu_reason or "")
             async with httpx.AsyncClient(base_url=registry_url, trust_env=False, timeout=5) as http:
                 assert_refused(await http.get("/services"), 401, None, "GET /services")
@@ -249,7 +250,7 @@ async def test_worker_with_the_wrong_token_is_refused_and_says_why(
                 return next((r for r in caplog.records if r.levelno == logging.ERROR
                              and "refused this caller (HTTP 401" in r.getMessage()), None)
 
-            record = await wait_until(refusal, "the refusal in the worker's log")
+            record = await eventually(refusal, "the refusal in the worker's log")
             assert hint in record.getMessage() and registry_url in record.getMessage()
             assert not record.exc_info  # a configuration message, not a stack trace
             # The worker keeps serving; it is just not discoverable.
@@ -276,9 +277,9 @@ async def test_probes_send_the_token_to_workers_and_never_to_externals() -> None
             resp = await http.post("/register", headers=bearer(ADMIN),
                                    json={"id": "odd-0", "url": worker_url, "models": ["tiny"], "type": "llm"})
         assert resp.status_code == 201, resp.text
-        await wait_until(status_is(client, "ext", "healthy"), "the external polled healthy")
-        await wait_until(status_is(client, "odd-0", "healthy"), "the worker polled healthy")
-        record = await wait_until(_gpu_read(client, "odd-0"), "the GPU probe's answer")
+        await eventually(status_is(client, "ext", "healthy"), "the external polled healthy")
+        await eventually(status_is(client, "odd-0", "healthy"), "the worker polled healthy")
+        record = await eventually(_gpu_read(client, "odd-0"), "the GPU probe's answer")
         assert "refused the registry's service token (HTTP 401)" in (record.gpu_reason or "")
     assert seen and set(seen) == {f"Bearer {upstream_key}"}
 

@@ -17,30 +17,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from model_service.app import create_app as create_worker
-from model_service.settings import WorkerSettings
-from tests.inprocess.test_gateway_servers import eventually, gateway, serve
+from tests.helpers.http import JSON, MAX_BODY, assert_invalid_request
+from tests.helpers.servers import gateway
+from tests.helpers.workers import worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-MAX_BODY = 64 * 1024
 CHAT = {"messages": [{"role": "user", "content": "the quick brown fox"}], "temperature": 0}
 BODIES = {"/v1/chat/completions": CHAT, "/v1/completions": {"prompt": "the quick brown fox", "temperature": 0},
           "/v1/embeddings": {"input": "the quick brown fox"}}
-JSON = {"content-type": "application/json"}
-
-
-def assert_error(resp: httpx.Response, status: int, code: str | None = None, param: str | None = None,
-                 type_: str = "invalid_request_error") -> dict[str, Any]:
-    """Status, then exactly OpenAI's four error fields with the expected type, code and param."""
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
-    assert isinstance(err["message"], str) and err["message"]
-    assert err["type"] == type_ and err["param"] == param
-    if code is not None:
-        assert err["code"] == code
-    return err
 
 
 def wav_bytes(seconds: float = 0.2) -> bytes:
@@ -59,16 +44,9 @@ async def stack() -> AsyncIterator[dict[str, Any]]:
     async with AsyncExitStack() as es:
         urls = {}
         for kind in ("llm", "embedding", "transcription"):
-            settings = WorkerSettings(_env_file=None, engine="fake", model_name=f"fake-{kind}", model_type=kind,
-                                      max_body_bytes=MAX_BODY, max_audio_bytes=MAX_BODY // 2)
-            urls[kind] = await es.enter_async_context(serve(create_worker(settings)))
+            urls[kind], _ = await es.enter_async_context(worker(f"fake-{kind}", kind, max_body_bytes=MAX_BODY,
+                                                                max_audio_bytes=MAX_BODY // 2))
         client = await es.enter_async_context(httpx.AsyncClient(timeout=30, trust_env=False))
-        for url in urls.values():
-
-            async def ready(url: str = url) -> bool:
-                return (await client.get(f"{url}/health")).status_code == 200
-
-            await eventually(ready)
         urls["gateway"], _ = await es.enter_async_context(gateway(list(urls.values()), max_body_bytes=MAX_BODY))
         yield {"client": client, **urls}
 
@@ -104,26 +82,26 @@ NOT_JSON = {
 async def test_a_body_that_is_not_a_json_object_is_400_invalid_json(stack: dict[str, Any], where: str, path: str,
                                                                     case: str) -> None:
     resp = await stack["client"].post(url_of(stack, where, path), content=NOT_JSON[case], headers=JSON)
-    assert_error(resp, 400, code="invalid_json")
+    assert_invalid_request(resp, 400, code="invalid_json")
 
 
 async def test_gateway_deeply_nested_json_is_400(stack: dict[str, Any]) -> None:
     resp = await stack["client"].post(stack["gateway"] + "/v1/chat/completions",
                                       content=NOT_JSON["too deeply nested"], headers=JSON)
-    assert_error(resp, 400, code="invalid_json")
+    assert_invalid_request(resp, 400, code="invalid_json")
 
 
 @pytest.mark.parametrize(("where", "path"), TARGETS)
 async def test_an_empty_body_is_400(stack: dict[str, Any], where: str, path: str) -> None:
     resp = await stack["client"].post(url_of(stack, where, path), content=b"", headers=JSON)
-    assert_error(resp, 400, code="invalid_json")
+    assert_invalid_request(resp, 400, code="invalid_json")
 
 
 @pytest.mark.parametrize(("where", "path"), TARGETS)
 async def test_a_body_over_the_limit_is_413(stack: dict[str, Any], where: str, path: str) -> None:
     huge = {**BODIES[path], "pad": "x" * (MAX_BODY + 1)}
     resp = await stack["client"].post(url_of(stack, where, path), json=huge)
-    assert_error(resp, 413, code="payload_too_large")
+    assert_invalid_request(resp, 413, code="payload_too_large")
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
         yield json.dumps(BODIES[path])[:-1].encode() + b', "pad": "'
@@ -132,7 +110,7 @@ async def test_a_body_over_the_limit_is_413(stack: dict[str, Any], where: str, p
         yield b'"}'
 
     resp = await stack["client"].post(url_of(stack, where, path), content=chunks(), headers=JSON)
-    assert_error(resp, 413, code="payload_too_large")
+    assert_invalid_request(resp, 413, code="payload_too_large")
 
 
 @pytest.mark.parametrize(("where", "path"), TARGETS)
@@ -144,13 +122,13 @@ async def test_a_json_body_sent_as_another_type_is_415(stack: dict[str, Any], wh
     headers = {"content-type": content_type} if content_type else {}
     resp = await stack["client"].post(url_of(stack, where, path), content=json.dumps(BODIES[path]).encode(),
                                       headers=headers)
-    err = assert_error(resp, 415, code="unsupported_media_type")
+    err = assert_invalid_request(resp, 415, code="unsupported_media_type")
     assert "application/json" in err["message"]
 
 
 async def test_a_multipart_body_to_a_json_route_is_415_on_the_worker(stack: dict[str, Any]) -> None:
     resp = await stack["client"].post(stack["llm"] + "/v1/chat/completions", files={"file": ("a.txt", b"hi")})
-    assert_error(resp, 415, code="unsupported_media_type")
+    assert_invalid_request(resp, 415, code="unsupported_media_type")
 
 
 WRONG_TYPES = [
@@ -180,7 +158,7 @@ WRONG_TYPES = [
 async def test_a_field_of_the_wrong_type_is_400_naming_it(stack: dict[str, Any], where: str, path: str,
                                                           change: dict[str, Any], param: str) -> None:
     resp = await stack["client"].post(url_of(stack, where, path), json={**BODIES[path], **change})
-    assert_error(resp, 400, code="invalid_value", param=param)
+    assert_invalid_request(resp, 400, code="invalid_value", param=param)
 
 
 def _stable(body: dict[str, Any]) -> Any:
@@ -203,7 +181,7 @@ async def test_unknown_extra_fields_are_accepted_and_ignored(stack: dict[str, An
 async def test_a_model_id_with_dot_dot_is_a_clean_404(stack: dict[str, Any], where: str, path: str,
                                                       model: str) -> None:
     resp = await stack["client"].post(url_of(stack, where, path), json={**BODIES[path], "model": model})
-    assert_error(resp, 404, code="model_not_found", param="model")
+    assert_invalid_request(resp, 404, code="model_not_found", param="model")
 
 
 # --- audio uploads -----------------------------------------------------------------------------
@@ -236,7 +214,7 @@ AUDIO_CASES = [
 async def test_bad_uploads_to_the_transcription_worker(stack: dict[str, Any], case: str, kwargs: dict[str, Any],
                                                        status: int, code: str, param: str | None) -> None:
     resp = await stack["client"].post(stack["transcription"] + "/v1/audio/transcriptions", **kwargs)
-    assert_error(resp, status, code=code, param=param)
+    assert_invalid_request(resp, status, code=code, param=param)
 
 
 async def test_a_good_upload_with_extra_fields_is_transcribed(stack: dict[str, Any]) -> None:
@@ -260,10 +238,10 @@ async def test_bad_uploads_through_the_gateway(stack: dict[str, Any], case: str,
 
 async def test_gateway_non_multipart_audio_body_is_415(stack: dict[str, Any]) -> None:
     resp = await stack["client"].post(stack["gateway"] + "/v1/audio/transcriptions", json={"file": "x"})
-    assert_error(resp, 415, code="unsupported_media_type")
+    assert_invalid_request(resp, 415, code="unsupported_media_type")
 
 
 async def test_gateway_streamed_request_with_a_non_object_stream_options_is_400(stack: dict[str, Any]) -> None:
     resp = await stack["client"].post(stack["gateway"] + "/v1/chat/completions",
                                       json={**CHAT, "stream": True, "stream_options": "x"})
-    assert_error(resp, 400, code="invalid_value", param="stream_options")
+    assert_invalid_request(resp, 400, code="invalid_value", param="stream_options")

@@ -11,52 +11,24 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 
 from model_registry.app import create_app as create_model_registry
 from model_registry.settings import ModelRegistrySettings
-from model_service.app import create_app as create_worker
-from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_service_registry
 from service_registry.settings import RegistrySettings
-from tests.inprocess.test_bad_input import JSON, MAX_BODY, assert_error
-from tests.inprocess.test_gateway_servers import eventually, serve
-from tests.s3_server import wait_job
+from tests.helpers.http import JSON, MAX_BODY, asgi_request, assert_invalid_request
+from tests.helpers.model_registry import wait_job
+from tests.helpers.polling import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 # --- model registry: paths that try to leave the store --------------------------------------------
-
-
-async def asgi_request(app: Any, method: str, raw_path: str, body: bytes = b"") -> httpx.Response:
-    """One request with the path exactly as a server hands it to the app (no dot-segment clean-up)."""
-    path, _, query = raw_path.partition("?")
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": unquote(path), "raw_path": path.encode("latin-1"), "query_string": query.encode(),
-             "root_path": "", "server": ("registry", 80), "client": ("127.0.0.1", 1234),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    sent: list[dict[str, Any]] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return httpx.Response(start["status"], headers=start.get("headers", []), content=content)
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -83,7 +55,7 @@ async def model_registry(tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
             async def recorded_done() -> bool:  # the job's own record is written just after it says done
                 return any('"done"' in p.read_text() for p in (base / "store").rglob(f"{job['id']}.json"))
 
-            await eventually(recorded_done)
+            await eventually(recorded_done, "the job's record to say done")
             yield {"app": app, "client": client, "base": base}
 
 
@@ -152,7 +124,7 @@ async def test_the_stored_model_is_intact_after_the_attempts(model_registry: dic
 async def test_model_registry_bad_bodies(model_registry: dict[str, Any], case: str, body: bytes,
                                          headers: dict[str, str], status: int, code: str) -> None:
     resp = await model_registry["client"].post("/models/org/name/download", content=body, headers=headers)
-    assert_error(resp, status, code=code)
+    assert_invalid_request(resp, status, code=code)
 
 
 # --- service registry --------------------------------------------------------------------------
@@ -188,7 +160,7 @@ async def test_service_registry_bad_registrations(service_registry: httpx.AsyncC
                                                   headers: dict[str, str], status: int, code: str,
                                                   param: str | None) -> None:
     resp = await service_registry.post("/register", content=body, headers=headers)
-    assert_error(resp, status, code=code, param=param)
+    assert_invalid_request(resp, status, code=code, param=param)
     assert (await service_registry.get("/services")).json()["data"] == []
 
 
@@ -197,28 +169,13 @@ async def test_service_registry_unknown_ids_with_dot_dot_are_404(service_registr
                                                                  path: str) -> None:
     method = "POST" if path.endswith("/heartbeat") else "DELETE"
     resp = await service_registry.request(method, path)
-    assert_error(resp, 404, code="service_not_found", param="id")
+    assert_invalid_request(resp, 404, code="service_not_found", param="id")
 
 
-async def test_one_unusable_static_url_does_not_stop_the_polling_of_the_others() -> None:
-    worker = create_worker(WorkerSettings(_env_file=None, engine="fake", model_name="fake-llm"))
-    async with serve(worker) as url:
-        upstreams = [{"id": "bad", "base_url": "http://a\x00b", "models": ["x"]},
-                     {"id": "good", "base_url": url, "models": ["fake-llm"]}]
-        try:  # refusing the configuration at start-up is a fix too
-            app = create_service_registry(RegistrySettings(_env_file=None, poll_interval_s=0.1,
-                                                           static_upstreams=upstreams))
-        except ValueError:
-            return
-        await _poll_until_good_is_healthy(app)
-
-
-async def _poll_until_good_is_healthy(app: Any) -> None:
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registry") as client:
-
-            async def good_is_healthy() -> bool:
-                rows = (await client.get("/services")).json()["data"]
-                return any(r["id"] == "good" and r["status"] == "healthy" for r in rows)
-
-            await eventually(good_is_healthy, limit_s=5.0)
+async def test_a_static_upstream_url_with_a_nul_is_refused_at_start_up() -> None:
+    """The registry refuses such a configuration when it starts, naming the entry, rather than polling
+    around a URL no request could use."""
+    upstreams = [{"id": "bad", "base_url": "http://a\x00b", "models": ["x"]},
+                 {"id": "good", "base_url": "http://127.0.0.1:9", "models": ["fake-llm"]}]
+    with pytest.raises(ValidationError, match=r"static_upstreams\.0\.base_url"):
+        RegistrySettings(_env_file=None, poll_interval_s=0.1, static_upstreams=upstreams)

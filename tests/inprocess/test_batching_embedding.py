@@ -6,7 +6,7 @@ import asyncio
 import math
 
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import worker_client_for
+from tests.helpers.workers import worker_client_for
 
 EMB = WorkerSettings(_env_file=None, model_name="minilm", model_type="embedding", model_path="unused")
 SENTENCES = [f"Sentence number {i} talks about {'cats ' * (i % 5)}and the weather." for i in range(16)]

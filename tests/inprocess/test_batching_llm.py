@@ -20,7 +20,9 @@ import torch
 
 from model_service.engines.base import SamplingParams
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import assert_error, loaded_engine, sse_events, wait_until, worker_client_for
+from tests.helpers.http import assert_error, sse_events
+from tests.helpers.polling import eventually
+from tests.helpers.workers import loaded_engine, worker_client_for
 
 CHAT = "/v1/chat/completions"
 LLM = WorkerSettings(_env_file=None, model_name="smollm2", model_type="llm", model_path="unused")
@@ -64,13 +66,13 @@ async def test_full_queue_answers_429_with_retry_after(worker_llm_engine):
     async with worker_client_for(settings, worker_llm_engine) as client:
         worker = client.app.state.worker
         first = asyncio.create_task(client.post(CHAT, json=chat(QUESTIONS[2], max_tokens=40)))
-        assert await wait_until(lambda: worker.admission.running == 1, within_s=5)
+        await eventually(lambda: worker.admission.running == 1, "the request to be admitted", within_s=5)
         resp = await client.post(CHAT, json=chat("hi"))
         assert_error(resp, 429)
         assert resp.headers["retry-after"] == "3"
         first.cancel()
         await asyncio.gather(first, return_exceptions=True)
-        assert await wait_until(lambda: worker_llm_engine.active == 0, within_s=5)
+        await eventually(lambda: worker_llm_engine.active == 0, "the engine to go idle", within_s=5)
 
 
 # --- bfloat16 -------------------------------------------------------------------------------------

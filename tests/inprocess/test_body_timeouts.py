@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from common.body_limit import BodyLimitMiddleware
 from common.errors import install_error_handlers
-from tests.inprocess.test_gateway_servers import serve
+from tests.helpers.servers import serve
 
 # Bounds for the client side of each test, far above the server's timeouts below.
 READ_LIMIT_S = 20.0

@@ -18,16 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.inprocess.cluster_procs import (
-    Proc,
-    external_proc,
-    healthy_in_registry,
-    registry_proc,
-    wait_for,
-    worker_proc,
-)
-from tests.inprocess.conftest import sse_events
-from tests.inprocess.test_gateway_servers import eventually, gateway
+from tests.helpers.http import sse_events
+from tests.helpers.polling import eventually, eventually_sync
+from tests.helpers.processes import Proc, external_proc, healthy_in_registry, registry_proc, worker_proc
+from tests.helpers.servers import gateway
+
+pytestmark = pytest.mark.e2e  # real OS processes
 
 KEY = "sk-test-3f9a1c77d2e04b8e"
 MODEL = "m"
@@ -57,7 +53,7 @@ class Cluster:
                 proc.start()
         for proc in self.procs:
             proc.wait_ready(headers={"authorization": f"Bearer {KEY}"})
-        wait_for(healthy_in_registry(self.registry.url, ["ext", *self.workers]), "a healthy cluster")
+        eventually_sync(healthy_in_registry(self.registry.url, ["ext", *self.workers]), "a healthy cluster")
 
     def by_url(self, url: str) -> Proc:
         return next(p for p in self.workers.values() if p.url == url)
@@ -114,11 +110,7 @@ class Load:
         await asyncio.wait_for(asyncio.gather(*self._tasks), timeout=30)
 
     async def until(self, ok_at_least: int) -> None:
-        await eventually(lambda: _ready(self.outcomes["ok"] >= ok_at_least), limit_s=30)
-
-
-async def _ready(value: bool) -> bool:
-    return value
+        await eventually(lambda: self.outcomes["ok"] >= ok_at_least, f"{ok_at_least} answered requests", within_s=30)
 
 
 def client_for(url: str, timeout: float = 30.0) -> httpx.AsyncClient:
@@ -144,7 +136,7 @@ async def test_kill_9_during_16_way_load_loses_no_request_and_the_replica_recove
     async with cluster_gateway(cluster) as (url, state), client_for(url) as client:
         async with Load(client, width=16) as load:
             await load.until(ok_at_least=40)
-            await eventually(lambda: _ready(state.in_flight.view().get(victim.url, 0) > 0))
+            await eventually(lambda: state.in_flight.view().get(victim.url, 0) > 0, "a request in flight to the victim")
             victim.kill()  # requests in flight on it are cut; the gateway must retry them elsewhere
             before = load.outcomes["ok"]
             await load.until(ok_at_least=before + 80)
@@ -153,7 +145,8 @@ async def test_kill_9_during_16_way_load_loses_no_request_and_the_replica_recove
             served = state.metrics.served[victim.url]
             # Recovery: the gateway follows the registry's "healthy" within two poll intervals, and
             # a recovered replica's circuit is closed at once; bounded wait, no timing assertion.
-            await eventually(lambda: _ready(state.metrics.served[victim.url] > served), limit_s=15)
+            await eventually(lambda: state.metrics.served[victim.url] > served, "the restarted victim to serve",
+                             within_s=15)
         assert set(load.outcomes) == {"ok"}, load.outcomes
         assert state.metrics.replica_failures.labels(victim.url, "unreachable")._value.get() >= 1 or \
             state.circuits.get(victim.url).failures_total >= 1
@@ -190,20 +183,20 @@ async def test_registry_killed_and_restarted_during_load_fails_no_request(cluste
             async def registry_down() -> bool:
                 return (await client.get("/health")).json()["registry"]["reachable"] is False
 
-            await eventually(registry_down)
+            await eventually(registry_down, "the gateway to see the registry down")
             health = (await client.get("/health")).json()
             assert health["status"] == "degraded" and "last snapshot" in health["detail"]
             before = load.outcomes["ok"]
             await load.until(ok_at_least=before + 30)  # still routing from the last snapshot
             cluster.registry.start()
             await asyncio.to_thread(cluster.registry.wait_ready)
-            await asyncio.to_thread(wait_for, healthy_in_registry(cluster.registry.url, ["ext", "wa", "wb"]),
+            await asyncio.to_thread(eventually_sync, healthy_in_registry(cluster.registry.url, ["ext", "wa", "wb"]),
                                     "workers re-registered")
 
             async def registry_back() -> bool:
                 return (await client.get("/health")).json()["registry"]["reachable"] is True
 
-            await eventually(registry_back)
+            await eventually(registry_back, "the gateway to see the registry back")
             await load.until(ok_at_least=load.outcomes["ok"] + 30)
         assert set(load.outcomes) == {"ok"}, load.outcomes
         rows = (await client.get("/services")).json()["data"]

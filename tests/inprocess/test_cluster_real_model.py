@@ -15,10 +15,10 @@ import httpx
 
 from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
-from tests.conftest import free_port
-from tests.inprocess.cluster_procs import healthy_in_registry, registry_proc, wait_for
-from tests.inprocess.test_gateway_servers import gateway
-from tests.inprocess.test_registry_cluster import serve
+from tests.helpers.polling import eventually_sync
+from tests.helpers.ports import free_port
+from tests.helpers.processes import healthy_in_registry, registry_proc
+from tests.helpers.servers import gateway, serve
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -32,7 +32,7 @@ async def test_real_chat_model_answers_through_registry_and_gateway(worker_llm_e
         registry.start()
         registry.wait_ready()
         async with serve(create_worker(settings, engine=worker_llm_engine), port) as worker_url:
-            await asyncio.to_thread(wait_for, healthy_in_registry(registry.url, ["smollm-1"]),
+            await asyncio.to_thread(eventually_sync, healthy_in_registry(registry.url, ["smollm-1"]),
                                     "the worker healthy in the registry")
             async with gateway([], registry_url=registry.url, probe_interval_s=0.2,
                                read_timeout_s=120) as (url, state):

@@ -7,8 +7,9 @@ import json
 
 import httpx
 
-from tests.conftest import free_port
-from tests.inprocess.test_gateway_servers import StubWorker, gateway
+from tests.helpers.ports import free_port
+from tests.helpers.servers import gateway
+from tests.helpers.stub_worker import StubWorker
 
 PROMPT = [{"role": "user", "content": "hi"}]
 

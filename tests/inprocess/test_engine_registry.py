@@ -19,7 +19,8 @@ from model_service.engines import ENGINES, EngineSpec
 from model_service.engines.base import Delta, Embedder, Embeddings, EngineInfo, SamplingParams, TextGenerator
 from model_service.settings import WorkerSettings
 from stack.cli import build_parser
-from tests.inprocess.conftest import sse_events, worker_client_for
+from tests.helpers.http import sse_events
+from tests.helpers.workers import worker_client_for
 
 
 class TinyEngine(TextGenerator, Embedder):

@@ -23,20 +23,20 @@ from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_registry
 from service_registry.settings import RegistrySettings
 from stack.cli import main as cli_main
-from tests.conftest import free_ports
-from tests.inprocess.keyed_gateway import (
+from tests.helpers.auth import (
     ADMIN,
     ADMIN_KEY,
     PROMPT,
     SERVICE,
     auth_on,
+    authed_worker,
     bearer,
     create_key,
     keyed_gateway,
-    worker,
 )
-from tests.inprocess.test_gateway_servers import eventually
-from tests.inprocess.test_registry_cluster import serve as serve_on
+from tests.helpers.polling import eventually
+from tests.helpers.ports import free_ports
+from tests.helpers.servers import serve
 
 OPEN = {("GET", "/health")}
 USER_PATHS = re.compile(r"^/v1/")
@@ -46,9 +46,9 @@ ADMIN_PATHS = re.compile(r"^/(admin/|usage$)")
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(worker("chat-a"))
-        b = await stack.enter_async_context(worker("chat-b"))
-        e = await stack.enter_async_context(worker("emb", "embedding"))
+        a = await stack.enter_async_context(authed_worker("chat-a"))
+        b = await stack.enter_async_context(authed_worker("chat-b"))
+        e = await stack.enter_async_context(authed_worker("emb", "embedding"))
         url, state, app = await stack.enter_async_context(
             keyed_gateway(tmp_path, [a, b, e], default_chat_model="chat-b"))
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=15, trust_env=False))
@@ -231,8 +231,8 @@ async def test_the_service_token_goes_to_the_registry_and_workers_never_to_exter
     worker_settings = WorkerSettings(_env_file=None, engine="fake", model_name="local", model_type="llm",
                                      registry_url=f"http://127.0.0.1:{registry_port}",
                                      advertise_url=f"http://127.0.0.1:{worker_port}")
-    async with (serve_on(external_app(seen), external_port), serve_on(registry, registry_port) as registry_url,
-                serve_on(create_worker(worker_settings, auth=auth_on()), worker_port),
+    async with (serve(external_app(seen), external_port), serve(registry, registry_port) as registry_url,
+                serve(create_worker(worker_settings, auth=auth_on()), worker_port),
                 keyed_gateway(tmp_path, [], registry_url=registry_url, probe_interval_s=0.2,
                               static_upstreams=[ext]) as (url, state, _)):
         key = (await create_key(url, name="both"))["key"]
@@ -240,7 +240,7 @@ async def test_the_service_token_goes_to_the_registry_and_workers_never_to_exter
         async def both_routable() -> bool:
             return {"local", "hosted"} <= {r.model for r in state.upstreams.snapshot.healthy()}
 
-        await eventually(both_routable)
+        await eventually(both_routable, "both upstreams routable")
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as sdk:
             assert (await sdk.chat.completions.create(model="local", messages=PROMPT)).model == "local"
             assert (await sdk.chat.completions.create(model="hosted", messages=PROMPT)).model == "hosted"

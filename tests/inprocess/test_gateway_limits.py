@@ -14,15 +14,15 @@ import httpx
 import openai
 import pytest
 
-from tests.inprocess.keyed_gateway import (
+from tests.helpers.auth import (
     ADMIN,
     ADMIN_KEY,
     PROMPT,
+    authed_worker,
     bearer,
     create_key,
     keyed_gateway,
     scrape,
-    worker,
     worker_requests,
 )
 
@@ -34,8 +34,8 @@ TOKEN_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with AsyncExitStack() as stack:
-        chat = await stack.enter_async_context(worker("chat"))
-        emb = await stack.enter_async_context(worker("emb", "embedding"))
+        chat = await stack.enter_async_context(authed_worker("chat"))
+        emb = await stack.enter_async_context(authed_worker("emb", "embedding"))
         url, state, _ = await stack.enter_async_context(
             keyed_gateway(tmp_path, [chat, emb], max_tokens_limit=50, max_embedding_inputs=3))
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=15, trust_env=False))
@@ -116,7 +116,7 @@ async def test_max_tokens_above_the_cap_is_400_naming_the_param(stack: dict[str,
 
 
 async def test_the_cap_bounds_a_request_that_sets_no_max_tokens(tmp_path: Path) -> None:
-    async with worker("chat") as chat, keyed_gateway(tmp_path, [chat], max_tokens_limit=2) as (url, _, _):
+    async with authed_worker("chat") as chat, keyed_gateway(tmp_path, [chat], max_tokens_limit=2) as (url, _, _):
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0) as sdk:
             capped = await sdk.chat.completions.create(model="chat", messages=PROMPT)
             assert capped.usage.completion_tokens == 2 and capped.choices[0].finish_reason == "length"
@@ -139,7 +139,7 @@ async def test_too_many_embedding_inputs_is_400(stack: dict[str, Any]) -> None:
 
 
 async def test_the_total_upstream_deadline_cuts_a_slow_answer(tmp_path: Path) -> None:
-    async with worker("slow", fake_token_delay_s=0.5) as slow, \
+    async with authed_worker("slow", fake_token_delay_s=0.5) as slow, \
             keyed_gateway(tmp_path, [slow], upstream_deadline_s=0.3) as (url, _, _):
         key = (await create_key(url, name="patient"))["key"]
         body = {"model": "slow", "messages": PROMPT, "max_tokens": 20}

@@ -6,7 +6,8 @@ import json
 
 import httpx
 
-from tests.inprocess.test_gateway_servers import StubWorker, gateway
+from tests.helpers.servers import gateway
+from tests.helpers.stub_worker import StubWorker
 
 
 async def call(method: str, url: str, **kw: object) -> httpx.Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -13,24 +13,11 @@ import pytest
 
 from model_service.app import create_app as create_worker_app
 from model_service.settings import WorkerSettings
-from tests.inprocess.test_gateway_servers import eventually, gateway, serve
+from tests.helpers.polling import eventually
+from tests.helpers.servers import gateway, serve
+from tests.helpers.workers import worker
 
 PROMPT = [{"role": "user", "content": "the quick brown fox jumps"}]
-
-
-@asynccontextmanager
-async def worker(name: str, model_type: str = "llm", **knobs: Any) -> AsyncIterator[tuple[str, Any]]:
-    """A real worker app with the fake engine; yields its URL and the app (to read engine counters)."""
-    settings = WorkerSettings(engine="fake", model_name=name, model_type=model_type, _env_file=None, **knobs)
-    app = create_worker_app(settings)
-    async with serve(app) as url:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-
-            async def ready() -> bool:  # the engine loads in the background
-                return (await client.get(f"{url}/health")).status_code == 200
-
-            await eventually(ready)
-        yield url, app
 
 
 @pytest.fixture
@@ -142,7 +129,7 @@ async def test_client_disconnect_mid_stream_cancels_the_upstream_generation() ->
             async def stopped() -> bool:
                 return not engine.active and not state.in_flight.view()
 
-            await eventually(stopped)
+            await eventually(stopped, "the upstream generation to stop")
             assert engine.cancelled == 1 and engine.finished == 0
 
 
@@ -197,7 +184,7 @@ async def test_client_leaving_before_a_non_streaming_answer_cancels_the_upstream
                 async def generating() -> bool:
                     return engine.active == 1
 
-                await eventually(generating)
+                await eventually(generating, "the worker to be generating")
                 call.cancel()  # the client gives up while the worker is mid-generation
                 with pytest.raises(asyncio.CancelledError):
                     await call
@@ -205,7 +192,7 @@ async def test_client_leaving_before_a_non_streaming_answer_cancels_the_upstream
             async def stopped() -> bool:
                 return not engine.active and not state.in_flight.view()
 
-            await eventually(stopped)
+            await eventually(stopped, "the upstream generation to stop")
             assert engine.cancelled == 1 and engine.finished == 0
             metrics = state.metrics.render().decode()
             assert 'model="slow",status="499"' in metrics

@@ -23,9 +23,11 @@ from model_service.app import create_app as create_worker_app
 from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_registry_app
 from service_registry.settings import RegistrySettings
-from tests.inprocess.conftest import WorkerClientFactory, sse_events, worker_client_for
-from tests.inprocess.test_gateway_servers import eventually, gateway, serve
-from tests.s3_server import registry_client, registry_settings, wait_job
+from tests.helpers.http import sse_events
+from tests.helpers.model_registry import registry_client, registry_settings, wait_job
+from tests.helpers.polling import eventually
+from tests.helpers.servers import gateway, serve
+from tests.helpers.workers import WorkerClientFactory, worker, worker_client_for
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "count the words in this line"}]
@@ -198,7 +200,7 @@ async def test_service_registry_metrics_from_its_snapshot() -> None:
             return (rows[fake]["status"] == rows[gpu]["status"] == "healthy" and rows[gone]["status"] == "unhealthy"
                     and bool(rows[gpu]["gpus"]))
 
-        await eventually(settled)
+        await eventually(settled, "the registry's probes to settle")
         m = await scrape(client)
 
     m.assert_labels("service_registry_services", "status", "kind")
@@ -312,14 +314,9 @@ SENT = 4  # chat completions through the gateway: half of them streamed
 
 
 async def _gateway_traffic() -> dict[str, Any]:
-    worker_settings = WorkerSettings(_env_file=None, engine="fake", model_name=GATEWAY_MODEL, model_type="llm")
     async with AsyncExitStack() as stack:
-        worker = await stack.enter_async_context(serve(create_worker_app(worker_settings)))
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as probe:
-            async def ready() -> bool:
-                return (await probe.get(f"{worker}/health")).status_code == 200
-            await eventually(ready)
-        url, _ = await stack.enter_async_context(gateway([worker]))
+        worker_url, _ = await stack.enter_async_context(worker(GATEWAY_MODEL))
+        url, _ = await stack.enter_async_context(gateway([worker_url]))
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=15, trust_env=False))
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         for i in range(SENT):
@@ -331,8 +328,8 @@ async def _gateway_traffic() -> dict[str, Any]:
             answer = [e for e in sse_events(resp.text) if e != "[DONE]"][-1] if i % 2 else resp.json()
             for key in usage:
                 usage[key] += answer["usage"][key]
-        return {"gateway": await scrape(client), "worker": await scrape(client, f"{worker}/metrics"),
-                "usage": usage, "worker_url": worker}
+        return {"gateway": await scrape(client), "worker": await scrape(client, f"{worker_url}/metrics"),
+                "usage": usage, "worker_url": worker_url}
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from model_registry.settings import ModelRegistrySettings
-from tests import s3_server as fx
-from tests.s3_server import registry_client, registry_settings, small_copy, wait_job
+from tests.helpers.model_registry import registry_client, registry_settings, small_copy, wait_job
+from tests.helpers.s3 import S3Server
 
-s3_server, backend_settings, small_model = fx.s3_server, fx.backend_settings, fx.small_model
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -131,7 +130,7 @@ async def test_gguf_import_checks_the_file_first(tmp_path: Path) -> None:
         assert resp.status_code == 400
 
 
-async def test_wrong_s3_secret_refuses_to_start(s3_server: fx.S3Server, tmp_path: Path) -> None:
+async def test_wrong_s3_secret_refuses_to_start(s3_server: S3Server, tmp_path: Path) -> None:
     settings = registry_settings("s3", tmp_path, s3_server, s3_secret_key="wrong-secret-value")
     with pytest.raises(Exception) as err:
         async with registry_client(settings):

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from model_registry.cli import add_models_commands
-from tests import s3_server as fx
 
-small_model = fx.small_model
 MODEL = "org/small"
 
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,11 +24,9 @@ from model_registry.records import JobRecord
 from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.hf import HubConfig, download_hf
 from model_registry.storage import open_storage
-from tests import s3_server as fx
-from tests.conftest import free_port
-from tests.s3_server import registry_client, registry_settings, wait_job
+from tests.helpers.model_registry import registry_client, registry_settings, wait_job
+from tests.helpers.servers import serve_in_thread
 
-s3_server, backend_settings = fx.s3_server, fx.backend_settings
 REPO = "acme/tiny-model"
 TOKEN = "hf_fake_token_123"
 SHA_MAIN = hashlib.sha1(b"main").hexdigest()
@@ -103,20 +98,10 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # tests/conftest.py turns it on for workers
     fake = make_hub()
-    port = free_port()
     app = Starlette(routes=[Route("/{path:path}", fake.handle, methods=["GET", "HEAD"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(app) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_download_pins_the_commit_and_sends_the_token(hub: FakeHub, tmp_path: Path) -> None:

@@ -18,10 +18,8 @@ from model_registry.records import JobRecord
 from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.folder import folder_files, folder_fingerprint
 from model_registry.storage import Storage, open_storage
-from tests import s3_server as fx
-from tests.s3_server import registry_client, wait_job
+from tests.helpers.model_registry import registry_client, wait_job
 
-s3_server, backend_settings, small_model = fx.s3_server, fx.backend_settings, fx.small_model
 MODEL = "org/small-model"
 
 

@@ -19,11 +19,10 @@ from model_registry.settings import ModelRegistrySettings
 from model_registry.sources.bundle import export_bundle, import_bundle
 from model_registry.sources.folder import import_folder
 from model_registry.storage import Storage, open_storage
-from tests import s3_server as fx
-from tests.s3_server import S3Server, registry_settings, small_copy
+from tests.helpers.model_registry import registry_settings, small_copy
+from tests.helpers.s3 import S3Server
 
 # Fixtures shared by the registry's test modules.
-s3_server, backend_settings, small_model = fx.s3_server, fx.backend_settings, fx.small_model
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -24,10 +24,8 @@ from model_registry.sources.folder import import_folder
 from model_registry.storage import Storage, open_storage
 from model_service.app import create_app
 from model_service.settings import WorkerSettings
-from tests import s3_server as fx
-from tests.s3_server import registry_client, registry_env, registry_settings, wait_job
+from tests.helpers.model_registry import registry_client, registry_env, registry_settings, wait_job
 
-s3_server, backend_settings, small_model = fx.s3_server, fx.backend_settings, fx.small_model
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 

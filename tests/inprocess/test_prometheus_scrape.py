@@ -46,20 +46,19 @@ from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_service_registry
 from service_registry.settings import RegistrySettings
-from tests.conftest import free_ports
-from tests.inprocess.test_registry_cluster import serve
-from tests.s3_server import registry_settings
-from tests.unit.test_compose_files import COMPOSE, rendered
-from tests.unit.test_monitoring_files import expressions
+from tests.helpers.deploy_files import COMPOSE, expressions, rendered
+from tests.helpers.model_registry import registry_settings
+from tests.helpers.ports import free_ports
+from tests.helpers.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docker/prometheus/prometheus.yml"
 DASHBOARD = ROOT / "docker/grafana/dashboards/model-service.json"
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(  # e2e: a real Prometheus process
     PROMETHEUS is None or PROMTOOL is None,
     reason="the prometheus and promtool binaries are not installed (run scripts/ci-deps.sh as root, "
-           "or apt-get install --no-install-recommends prometheus)")
+           "or apt-get install --no-install-recommends prometheus)")]
 
 ADMIN, SERVICE, WRONG = new_secret(), new_secret(), new_secret()
 RUNNING_JOB = "f" * 32

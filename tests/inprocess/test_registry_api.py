@@ -11,7 +11,7 @@ import pytest
 
 from service_registry.app import create_app
 from service_registry.settings import RegistrySettings
-from tests.inprocess.conftest import assert_error
+from tests.helpers.http import assert_error
 
 WORKER = {"url": "http://127.0.0.1:9", "models": ["m"], "type": "llm"}
 

@@ -9,8 +9,9 @@ import httpx
 from fastapi import FastAPI, Header, HTTPException
 
 from service_registry.client import RegistryClient
-from tests.conftest import free_port
-from tests.inprocess.test_registry_cluster import registry_app, serve, status_is, wait_until
+from tests.helpers.polling import eventually
+from tests.helpers.ports import free_port
+from tests.helpers.servers import registry_app, serve, status_is
 
 KEY = "sk-upstream-secret-4242"
 WRONG = "sk-wrong-key-9999"
@@ -39,9 +40,9 @@ async def test_external_upstream_with_right_and_wrong_key() -> None:
         ]
         async with (serve(registry_app(static_upstreams=statics), free_port()) as registry_url,
                     RegistryClient(registry_url) as client):
-            good = await wait_until(status_is(client, "ext-good", "healthy"), "right key healthy")
-            bad = await wait_until(status_is(client, "ext-bad", "unhealthy"), "wrong key unhealthy")
-            none = await wait_until(status_is(client, "ext-none", "unhealthy"), "no key unhealthy")
+            good = await eventually(status_is(client, "ext-good", "healthy"), "right key healthy")
+            bad = await eventually(status_is(client, "ext-bad", "unhealthy"), "wrong key unhealthy")
+            none = await eventually(status_is(client, "ext-none", "unhealthy"), "no key unhealthy")
             assert good.kind == "external" and good.api_base == f"{upstream}/v1" and good.priority == 100
             assert good.upstream_model("big") == "upstream-llm" and good.has_api_key
             assert "authentication failed" in (bad.reason or "") and "refused" in (bad.reason or "")

@@ -37,7 +37,8 @@ from model_service.engines import build_engine
 from model_service.settings import WorkerSettings
 from service_registry.app import create_app as create_service_registry
 from service_registry.settings import RegistrySettings
-from tests.inprocess.test_gateway_servers import eventually, serve
+from tests.helpers.polling import eventually
+from tests.helpers.servers import serve
 
 # Examples per operation (the whole file stays around a minute on two cores).
 MAX_EXAMPLES = 30
@@ -115,7 +116,7 @@ class LoopbackWorkers:
                         async def ready(url: str = url) -> bool:
                             return (await client.get(f"{url}/health")).status_code == 200
 
-                        await eventually(ready)
+                        await eventually(ready, f"the worker at {url} to be ready")
                 self.urls.set_result(urls)
                 await self._stop.wait()
         except BaseException as exc:

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from gateway.multipart import parse_form
-from tests.inprocess.conftest import assert_error
-from tests.inprocess.test_gateway_servers import gateway
-from tests.inprocess.test_gateway_workers import worker
-from tests.inprocess.test_transcription_fake import tone_wav
+from tests.helpers.audio import tone_wav
+from tests.helpers.http import assert_error
+from tests.helpers.servers import gateway
+from tests.helpers.workers import worker
 
 FILES = {"file": ("speech.wav", tone_wav(1.0), "audio/wav")}
 

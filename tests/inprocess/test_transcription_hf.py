@@ -1,4 +1,4 @@
-"""The transformers Whisper engine on a tiny random Hugging Face Whisper folder (``tests/whisper_model.py``).
+"""The transformers Whisper engine on a tiny random Hugging Face Whisper folder (``tests/helpers/whisper.py``).
 
 The weights are random, so the words are gibberish: these tests check that the real engine loads a
 normal Hugging Face Whisper folder and answers the worker's transcription shapes (text, ordered
@@ -16,8 +16,8 @@ import pytest
 from model_service.engines.whisper import build_whisper_engine, folder_kind
 from model_service.engines.whisper_hf import TransformersWhisperEngine
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import assert_error, worker_client_for
-from tests.whisper_model import tiny_whisper_hf_path  # noqa: F401
+from tests.helpers.http import assert_error
+from tests.helpers.workers import worker_client_for
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 SRT_TIME = re.compile(r"^\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}$")
@@ -30,19 +30,14 @@ def settings(path: Path) -> WorkerSettings:
 
 
 @pytest.fixture(scope="module")
-def speech_bytes(speech_wav: Path) -> bytes:
-    return speech_wav.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def hf_engine(tiny_whisper_hf_path: Path):  # noqa: F811
+def hf_engine(tiny_whisper_hf_path: Path):
     engine = build_whisper_engine(settings(tiny_whisper_hf_path))
     engine.load()
     yield engine
     engine.close()
 
 
-def test_folder_detection_picks_transformers(tiny_whisper_hf_path: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_folder_detection_picks_transformers(tiny_whisper_hf_path: Path, tmp_path: Path) -> None:
     assert folder_kind(tiny_whisper_hf_path) == "transformers"  # as transformers 5 saves it
     hub = tmp_path / "whisper-base"  # as the hub ships it
     hub.mkdir()
@@ -64,7 +59,7 @@ def check_segments(body: dict) -> None:
         previous = seg["start"]
 
 
-async def test_tiny_whisper_in_every_format(tiny_whisper_hf_path: Path, hf_engine, speech_bytes: bytes) -> None:  # noqa: F811
+async def test_tiny_whisper_in_every_format(tiny_whisper_hf_path: Path, hf_engine, speech_bytes: bytes) -> None:
     audio = speech_bytes
     assert hf_engine.name == "transformers-whisper"
     async with worker_client_for(settings(tiny_whisper_hf_path), engine=hf_engine) as client:

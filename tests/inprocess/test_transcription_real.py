@@ -12,14 +12,10 @@ import pytest
 
 from model_service.engines.whisper import folder_kind
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import assert_error, worker_client_for
+from tests.helpers.http import assert_error
+from tests.helpers.workers import worker_client_for
 
 TRANSCRIBE = "/v1/audio/transcriptions"
-
-
-@pytest.fixture(scope="module")
-def speech_bytes(speech_wav: Path) -> bytes:
-    return speech_wav.read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.inprocess.keyed_gateway import (
-    ADMIN,
-    PROMPT,
-    SERVICE,
-    bearer,
-    create_key,
-    keyed_gateway,
-    scrape,
-    worker,
-)
+from tests.helpers.auth import ADMIN, PROMPT, SERVICE, authed_worker, bearer, create_key, keyed_gateway, scrape
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 
@@ -32,8 +23,8 @@ CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     async with AsyncExitStack() as stack:
-        chat = await stack.enter_async_context(worker("chat"))
-        emb = await stack.enter_async_context(worker("emb", "embedding"))
+        chat = await stack.enter_async_context(authed_worker("chat"))
+        emb = await stack.enter_async_context(authed_worker("emb", "embedding"))
         url, state, _ = await stack.enter_async_context(keyed_gateway(tmp_path, [chat, emb]))
         key = await create_key(url, name="reporter")
         client = await stack.enter_async_context(
@@ -163,7 +154,8 @@ async def test_every_request_is_logged_with_the_workers_token_counts(stack: dict
 
 
 async def test_content_is_logged_only_when_asked(tmp_path: Path) -> None:
-    async with worker("chat") as chat, keyed_gateway(tmp_path, [chat], usage_log_content=True) as (url, state, _):
+    async with (authed_worker("chat") as chat,
+                keyed_gateway(tmp_path, [chat], usage_log_content=True) as (url, state, _)):
         key = (await create_key(url, name="talker"))["key"]
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as sdk:
             answer = await sdk.chat.completions.create(model="chat", messages=PROMPT, temperature=0,
@@ -187,7 +179,7 @@ def logged_ids(home: Path) -> tuple[int, list[str]]:
 
 async def test_rotation_keeps_every_line_and_usage_reads_the_rotated_files(tmp_path: Path) -> None:
     sent = 15
-    async with worker("chat") as chat, keyed_gateway(tmp_path, [chat], usage_log_max_bytes=1024,
+    async with authed_worker("chat") as chat, keyed_gateway(tmp_path, [chat], usage_log_max_bytes=1024,
                                                      usage_log_backup_count=50) as (url, state, _):
         key = (await create_key(url, name="chatty"))["key"]
         async with httpx.AsyncClient(base_url=url, timeout=15, trust_env=False, headers=bearer(key)) as client:

@@ -14,9 +14,9 @@ import httpx
 from gateway.request import has_image_parts
 from model_service.app import create_app
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import assert_error, sse_events
-from tests.inprocess.test_gateway_servers import gateway, serve
-from tests.vision_model import image_message, png_data_url
+from tests.helpers.http import assert_error, sse_events
+from tests.helpers.servers import gateway, serve
+from tests.helpers.vision import image_message, png_data_url
 
 
 def chat(*messages: dict, **extra: object) -> dict:

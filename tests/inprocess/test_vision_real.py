@@ -22,17 +22,17 @@ from model_registry.sources.folder import import_folder
 from model_registry.storage import open_storage
 from model_service.app import create_app
 from model_service.settings import WorkerSettings
-from tests.conftest import free_port
-from tests.inprocess.cluster_procs import Proc, python_m
-from tests.s3_server import registry_env, registry_settings
-from tests.vision_model import image_message, png_data_url, tiny_llava_path  # noqa: F401
+from tests.helpers.model_registry import registry_env, registry_settings
+from tests.helpers.ports import free_port
+from tests.helpers.processes import Proc, python_m
+from tests.helpers.vision import image_message, png_data_url
 
 MODEL = "tiny-llava"
 MAX_IMAGES = 3
 
 
 @pytest.fixture(scope="module")
-def gateway_url(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
+def gateway_url(tiny_llava_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m stack worker --model-type multimodal`` behind ``python -m stack gateway``."""
     logs = tmp_path_factory.mktemp("vision-logs")
     port = free_port()
@@ -115,7 +115,7 @@ def test_too_many_images_is_400(client: openai.OpenAI) -> None:
     assert info.value.code == "too_many_images"
 
 
-async def test_vision_worker_starts_from_the_store(tiny_llava_path: Path, tmp_path: Path,  # noqa: F811
+async def test_vision_worker_starts_from_the_store(tiny_llava_path: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Imported into a local store, fetched and sha256-verified into the cache, loaded, answering."""
     store_settings = registry_settings("local", tmp_path)

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from model_service.app import create_app
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import call_and_disconnect, wait_until
-
-BODY = {"messages": [{"role": "user", "content": " ".join(["word"] * 200)}], "max_tokens": 200}
+from tests.helpers.http import LONG_CHAT_BODY, call_and_disconnect
+from tests.helpers.polling import eventually
 
 
 async def test_stream_disconnect_stops_generation_and_frees_slot():
     app = create_app(WorkerSettings(_env_file=None, engine="fake", model_name="m", fake_token_delay_s=0.02))
     async with app.router.lifespan_context(app):
         worker = app.state.worker
-        assert await wait_until(lambda: worker.engine is not None)
-        sent = await call_and_disconnect(app, {**BODY, "stream": True}, disconnect_after_chunks=3)
+        await eventually(lambda: worker.engine is not None, "the engine to load", within_s=2.0)
+        sent = await call_and_disconnect(app, {**LONG_CHAT_BODY, "stream": True}, disconnect_after_chunks=3)
         assert sent[0]["status"] == 200
         engine = worker.engine
-        assert await wait_until(lambda: engine.cancelled == 1 and engine.active == 0)
+        await eventually(lambda: engine.cancelled == 1 and engine.active == 0, "the generation to be cancelled",
+                         within_s=2.0)
         assert engine.finished == 0
         assert worker.admission.running == 0
         streamed = sum(1 for m in sent if m.get("body"))
@@ -32,8 +32,9 @@ async def test_non_stream_disconnect_stops_generation():
     app = create_app(WorkerSettings(_env_file=None, engine="fake", model_name="m", fake_token_delay_s=0.02))
     async with app.router.lifespan_context(app):
         worker = app.state.worker
-        assert await wait_until(lambda: worker.engine is not None)
-        await call_and_disconnect(app, BODY, disconnect_after_chunks=None, disconnect_after_s=0.2)
+        await eventually(lambda: worker.engine is not None, "the engine to load", within_s=2.0)
+        await call_and_disconnect(app, LONG_CHAT_BODY, disconnect_after_chunks=None, disconnect_after_s=0.2)
         engine = worker.engine
-        assert await wait_until(lambda: engine.cancelled == 1 and engine.active == 0)
+        await eventually(lambda: engine.cancelled == 1 and engine.active == 0, "the generation to be cancelled",
+                         within_s=2.0)
         assert worker.admission.running == 0

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from model_service.vectors import from_base64
-from tests.inprocess.conftest import assert_error, sse_events
+from tests.helpers.http import assert_error, sse_events
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello big world"}]

@@ -10,8 +10,9 @@ import math
 
 from model_service.settings import WorkerSettings
 from model_service.vectors import from_base64
-from tests.inprocess.conftest import call_and_disconnect, sse_events, wait_until, worker_client_for
-from tests.inprocess.test_worker_cancel import BODY
+from tests.helpers.http import LONG_CHAT_BODY, call_and_disconnect, sse_events
+from tests.helpers.polling import eventually
+from tests.helpers.workers import worker_client_for
 
 CHAT = "/v1/chat/completions"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -71,8 +72,8 @@ async def test_llm_disconnect_stops_the_generation_thread(worker_llm_engine):
         app = client.app
         sched = worker_llm_engine.scheduler
         before = sched.forward_calls
-        await call_and_disconnect(app, {**BODY, "stream": True}, disconnect_after_chunks=3)
-        assert await wait_until(lambda: worker_llm_engine.active == 0, within_s=30.0)
+        await call_and_disconnect(app, {**LONG_CHAT_BODY, "stream": True}, disconnect_after_chunks=3)
+        await eventually(lambda: worker_llm_engine.active == 0, "the engine to go idle", within_s=30.0)
         # Counted, not timed (a fast machine makes 200 tokens in no time): the request asked for 200
         # tokens, one forward pass each; a cancelled sequence leaves within a token or two of the cut.
         assert sched.forward_calls - before < 20

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = shutil.which("docker-compose") or str(Path(__file__).resolve().parents[2] / ".venv/bin/docker-compose")
+from tests.helpers.deploy_files import COMPOSE, ROOT, compose_config, rendered
 
 COMBINATIONS = [
     ["docker-compose.yml"],
@@ -25,25 +22,10 @@ COMBINATIONS = [
 ]
 
 
-def compose_config(files: list[str], *extra: str, profiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    argv = [COMPOSE, "--project-directory", str(ROOT), "--env-file", str(ROOT / ".env.example")]
-    for f in files:
-        argv += ["-f", str(ROOT / f)]
-    for p in profiles:
-        argv += ["--profile", p]
-    return subprocess.run([*argv, "config", *extra], capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.parametrize("files", COMBINATIONS, ids=lambda fs: "+".join(f.removesuffix(".yml") for f in fs))
 def test_combination_validates(files):
     result = compose_config(files, "--quiet")
     assert result.returncode == 0, result.stderr
-
-
-def rendered(files: list[str], *profiles: str) -> dict:
-    result = compose_config(files, "--format", "json", profiles=profiles)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_gpu_cluster_pins_one_gpu_per_worker():

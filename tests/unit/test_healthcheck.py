@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from stack.healthcheck import check, main
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 
 def test_closed_port_is_unhealthy():

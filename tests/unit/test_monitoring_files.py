@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
 import pytest
 import yaml
@@ -17,9 +15,8 @@ from gateway.metrics import GatewayMetrics
 from model_registry.metrics import ModelRegistryMetrics
 from model_service.metrics import WorkerMetrics
 from service_registry.metrics import ServiceRegistryMetrics
-from tests.unit.test_compose_files import compose_config, rendered
+from tests.helpers.deploy_files import ROOT, compose_config, expressions, rendered
 
-ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docker/grafana/dashboards/model-service.json"
 PROMETHEUS = ROOT / "docker/prometheus/prometheus.yml"
 MONITORING = ["docker-compose.yml", "docker-compose.monitoring.yml"]
@@ -44,19 +41,6 @@ def exported() -> set[str]:
                 *ServiceRegistryMetrics().registry.collect(), *model_registry.registry.collect(),
                 *model_registry.state.describe()]
     return series_names(families)
-
-
-def expressions(node: Any) -> Iterator[str]:
-    """Every ``expr`` (panel targets) and variable query in a dashboard, however deeply nested."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("expr", "definition") and isinstance(value, str):
-                yield value
-            else:
-                yield from expressions(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from expressions(item)
 
 
 def test_dashboard_parses_and_queries_only_exported_metrics() -> None:

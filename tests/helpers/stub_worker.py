@@ -1,81 +1,10 @@
-"""Loopback servers for the gateway's in-process tests (helpers only; no tests are collected here).
-
-Real HTTP on 127.0.0.1: worker apps and the gateway run in ``uvicorn.Server`` instances inside the
-test's event loop, bound to port 0 so no two tests race for a port. :class:`StubWorker` is a
-deliberately broken upstream written on raw asyncio streams, so it can misbehave in ways a FastAPI
-app would not (drop the connection, die mid-stream).
-"""
+"""A deliberately broken upstream on raw asyncio streams, so it can misbehave in ways a FastAPI app
+would not (drop the connection, die mid-stream)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar
-
-import uvicorn
-from fastapi import FastAPI
-
-from gateway.app import create_app
-from gateway.deps import GatewayState
-from gateway.settings import GatewaySettings
-
-T = TypeVar("T")
-START_TIMEOUT_S = 15.0
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port until the block ends; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn exited before it started")
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=START_TIMEOUT_S)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> None:
-    """Poll ``check`` until true; bounded, and it asserts an outcome rather than measuring time."""
-    async with asyncio.timeout(limit_s):
-        for _ in range(100_000):
-            if await check():
-                return
-            await asyncio.sleep(0.02)
-
-
-class FirstInOrder(random.Random):
-    """An rng whose 'sample' keeps the given order: with equal load, the first configured replica wins."""
-
-    def sample(self, population: Sequence[T], k: int, **_: Any) -> list[T]:  # type: ignore[override]
-        return list(population)[:k]
-
-
-@asynccontextmanager
-async def gateway(workers: list[str], ordered: bool = False, **overrides: Any) -> AsyncIterator[
-        tuple[str, GatewayState]]:
-    """A real gateway on loopback; the probe interval is long so the snapshot stays as first seen."""
-    options: dict[str, Any] = {"workers": workers, "probe_interval_s": 60.0, "probe_timeout_s": 2.0,
-                               "connect_timeout_s": 2.0, "read_timeout_s": 10.0, "_env_file": None}
-    options.update(overrides)
-    app = create_app(GatewaySettings(**options))
-    async with serve(app) as url:
-        state: GatewayState = app.state.gateway
-        if ordered:
-            state.rng = FirstInOrder()
-        yield url, state
 
 
 class StubWorker:

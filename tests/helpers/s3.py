@@ -7,7 +7,6 @@ one identity), in its own process group, and stopped with SIGTERM then SIGKILL a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -16,16 +15,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import pytest
-
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 ACCESS_KEY = "registry-test"
 SECRET_KEY = "registry-test-secret-0123456789"
@@ -114,83 +109,3 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
         proc.wait(10)
     except ProcessLookupError:
         pass
-
-
-# Model registry helpers shared by the registry's test modules (import the fixtures you use).
-
-BACKENDS = ["local", "s3"]
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
-
-
-def registry_settings(backend: str, tmp_path: Path, s3: S3Server | None = None, **overrides: object):
-    """Settings for one test: a fresh folder, or a fresh bucket on the shared SeaweedFS."""
-    from model_registry.settings import ModelRegistrySettings
-
-    values: dict[str, object] = {"storage_backend": backend, "local_root": tmp_path / "store",
-                                 "tmp_dir": None, "_env_file": None}
-    if backend == "s3":
-        assert s3 is not None
-        values.update(s3_endpoint=s3.endpoint, s3_access_key=s3.access_key, s3_secret_key=s3.secret_key,
-                      s3_bucket=f"t{uuid.uuid4().hex[:24]}", s3_part_size=5 * 1024 * 1024)
-    values.update(overrides)
-    return ModelRegistrySettings(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend_settings(request: pytest.FixtureRequest, tmp_path: Path):
-    """Registry settings parametrized over the local-folder and the real-S3 backend."""
-    s3 = request.getfixturevalue("s3_server") if request.param == "s3" else None
-    return registry_settings(request.param, tmp_path, s3)
-
-
-@asynccontextmanager
-async def registry_client(settings) -> AsyncIterator[tuple[object, httpx.AsyncClient]]:
-    """The registry app with its lifespan running, behind an in-process httpx client."""
-    from model_registry.app import create_app
-
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry", timeout=30) as client:
-            yield app, client
-
-
-async def wait_job(client: httpx.AsyncClient, job_id: str, limit_s: float = 60.0) -> dict:
-    """Poll ``GET /jobs/{id}`` until the job is done or failed (bounded)."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        job = (await client.get(f"/jobs/{job_id}")).json()
-        if job["state"] in ("done", "failed") or time.monotonic() > deadline:
-            return job
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def small_model(minilm_path: Path, tmp_path: Path) -> Path:
-    """The MiniLM folder without its 90 MB weights (plus a 1 MiB stand-in), for tests about mechanics."""
-    return small_copy(minilm_path, tmp_path / "small")
-
-
-def small_copy(src: Path, dst: Path) -> Path:
-    for path in src.rglob("*"):
-        if path.is_file() and path.name != "model.safetensors":
-            (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-            (dst / path.relative_to(src)).write_bytes(path.read_bytes())
-    (dst / "model.safetensors").write_bytes(os.urandom(1024 * 1024))
-    return dst
-
-
-def registry_env(settings) -> dict[str, str]:
-    """The environment that makes another process (registry, worker, CLI) open the same store."""
-    env = {"MODEL_REGISTRY_STORAGE_BACKEND": settings.storage_backend,
-           "MODEL_REGISTRY_LOCAL_ROOT": str(settings.local_root)}
-    if settings.storage_backend == "s3":
-        env.update(MODEL_REGISTRY_S3_ENDPOINT=settings.s3_endpoint, MODEL_REGISTRY_S3_ACCESS_KEY=settings.s3_access_key,
-                   MODEL_REGISTRY_S3_SECRET_KEY=settings.s3_secret_key.get_secret_value(),
-                   MODEL_REGISTRY_S3_BUCKET=settings.s3_bucket)
-    return env

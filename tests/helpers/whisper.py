@@ -9,14 +9,12 @@ layer of width 32 with a vocabulary sized to the tokenizer; its generation confi
 ``WhisperForConditionalGeneration.generate`` needs for language, task and timestamps. Its text is
 gibberish; what matters is that the folder is a normal Hugging Face Whisper folder.
 
-Import the fixture into a test module: ``from tests.whisper_model import tiny_whisper_hf_path  # noqa: F401``.
+The ``tiny_whisper_hf_path`` fixture (tests/inprocess/conftest.py) builds it once per session.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 LANGUAGES = ("en", "de", "fr")  # the first language tokens of whisper's vocabulary, enough for the tests
 MAX_TOKENS = 64  # keeps a random model's babble short
@@ -58,8 +56,3 @@ def build_tiny_whisper(tokenizer_json: Path, folder: Path) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_whisper_hf_path(whisper_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_whisper(whisper_path / "tokenizer.json", tmp_path_factory.mktemp("tiny-whisper-hf"))

@@ -1,4 +1,4 @@
-"""A gateway with auth on in front of fake-engine workers, all on real loopback HTTP (helpers only).
+"""A gateway with auth on in front of fake-engine workers, all on real loopback HTTP.
 
 Workers and gateway share one :class:`AuthSettings`, as one ``.env`` would give them, so the gateway
 must send the service token to reach a worker at all. The key file and usage log live in the test's
@@ -20,9 +20,8 @@ from common.auth import AuthSettings
 from gateway.app import create_app
 from gateway.deps import GatewayState
 from gateway.settings import GatewaySettings
-from model_service.app import create_app as create_worker_app
-from model_service.settings import WorkerSettings
-from tests.inprocess.test_gateway_servers import eventually, serve
+from tests.helpers.servers import serve
+from tests.helpers.workers import worker
 
 ADMIN_KEY = "adm-" + "Qz81vTn4" * 4
 SERVICE_TOKEN = "svc-" + "Lw27pKx9" * 4
@@ -46,17 +45,10 @@ SERVICE = bearer(SERVICE_TOKEN)
 
 
 @asynccontextmanager
-async def worker(name: str, model_type: str = "llm", auth: AuthSettings | None = None,
-                 **knobs: Any) -> AsyncIterator[str]:
-    """A fake-engine worker app behind the same auth as the gateway; yields its URL once ready."""
-    settings = WorkerSettings(engine="fake", model_name=name, model_type=model_type, _env_file=None, **knobs)
-    async with serve(create_worker_app(settings, auth=auth or auth_on())) as url:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-
-            async def ready() -> bool:  # /health stays open with auth on
-                return (await client.get(f"{url}/health")).status_code == 200
-
-            await eventually(ready)
+async def authed_worker(name: str, model_type: str = "llm", auth: AuthSettings | None = None,
+                        **knobs: Any) -> AsyncIterator[str]:
+    """A fake-engine worker behind the same auth as the gateway; yields its URL once ready."""
+    async with worker(name, model_type, auth or auth_on(), **knobs) as (url, _):
         yield url
 
 

@@ -1,8 +1,8 @@
-"""Real OS processes for the cluster tests: workers, the service registry, an external upstream.
+"""Services as real OS processes: workers, the service registry, an external upstream, any ``stack`` command.
 
-Helpers only (no tests collected here). Every process runs on 127.0.0.1 on a port picked once, so a
-restarted process comes back at the same address; its output goes to a log file that a failing
-start-up quotes. ``Cluster.close`` stops everything it started, killed or not.
+Every process runs on 127.0.0.1 on a port picked once, so a restarted process comes back at the same
+address; its output goes to a log file that a failing start-up quotes. The tests that use them stop
+everything they started, killed or not.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_LIMIT_S = 60.0
+SETTLE_LIMIT_S = 180.0  # a real model loads, from a store it may first fetch
 
 
 class Proc:
@@ -99,7 +102,7 @@ def worker_proc(name: str, model: str, registry_url: str, log_dir: Path, **env: 
 
 def external_proc(log_dir: Path, key: str, upstream_model: str) -> Proc:
     port = free_port()
-    argv = python_m("uvicorn", "--factory", "tests.inprocess.fake_openai_upstream:create_app",
+    argv = python_m("uvicorn", "--factory", "tests.helpers.fake_openai_upstream:create_app",
                     "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning")
     return Proc("external", argv, {"FAKE_UPSTREAM_KEY": key, "FAKE_UPSTREAM_MODEL": upstream_model}, port,
                 log_dir, ready_path="/stats")
@@ -114,21 +117,43 @@ def registry_services(registry_url: str) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in data}
 
 
-def wait_for(check: Callable[[], Any], what: str, limit_s: float = 20.0) -> Any:
-    """Poll a synchronous condition until it is truthy; bounded, and it names what it waited for."""
-    deadline = time.monotonic() + limit_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-
-
 def healthy_in_registry(registry_url: str, ids: list[str]) -> Callable[[], bool]:
     def check() -> bool:
         rows = registry_services(registry_url)
         return all(rows.get(i, {}).get("status") == "healthy" for i in ids)
 
     return check
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """One ``python -m stack ...`` child in its own process group, stopped (TERM, then KILL) on exit."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stack", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def settled_health(url: str, proc: subprocess.Popen[bytes], log_path: Path,
+                   limit_s: float = SETTLE_LIMIT_S) -> httpx.Response:
+    """Poll ``/health`` until it is no longer loading (ready, or failed for good); bounded in time."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+        try:
+            resp = httpx.get(f"{url}/health", timeout=5)
+            if resp.status_code == 200 or resp.json().get("error", {}).get("code") != "model_loading":
+                return resp
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} did not settle in {limit_s} s:\n{log_path.read_text()[-3000:]}")

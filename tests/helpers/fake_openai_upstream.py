@@ -1,6 +1,6 @@
-"""A tiny external OpenAI-compatible server for the cluster tests (a helper; no tests collected here).
+"""A tiny external OpenAI-compatible server for the cluster tests.
 
-Run as its own process: ``uvicorn --factory tests.inprocess.fake_openai_upstream:create_app``, with
+Run as its own process: ``uvicorn --factory tests.helpers.fake_openai_upstream:create_app``, with
 ``FAKE_UPSTREAM_KEY`` (the bearer key it demands) and ``FAKE_UPSTREAM_MODEL`` (the only model name it
 knows, i.e. the upstream side of the gateway's model-name mapping). Answers never contain the key.
 """

@@ -8,7 +8,7 @@ are gibberish; what matters is that the folder is a normal Hugging Face LLaVA fo
 the processor needs ``num_additional_image_tokens=1`` for the image-token count to match. Without
 torchvision, transformers uses its PIL image processor.
 
-Import the fixture into a test module: ``from tests.vision_model import tiny_llava_path  # noqa: F401``.
+The ``tiny_llava_path`` fixture (tests/inprocess/conftest.py) builds it once per session.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-
-import pytest
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 30
@@ -65,11 +63,6 @@ def build_tiny_llava(tokenizer_source: Path, folder: Path) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_llava_path(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llava(smollm_path, tmp_path_factory.mktemp("tiny-llava"))
 
 
 def png_data_url(width: int = 40, height: int = 32, color: tuple[int, int, int] = (200, 30, 30)) -> str:
