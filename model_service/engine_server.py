@@ -165,28 +165,39 @@ class EngineServer:
             raise EngineFailed(f"engine server {self.name} failed: {self._status.detail}")
 
     async def _supervise(self) -> None:
-        """Run the child, wait for it to die, restart it with backoff until ``stop()`` or the budget."""
-        while not self._stopping:
-            proc = await self._spawn()
-            ready = await self._wait_answering(proc)
-            if ready:
-                self._set(EngineState.READY, pid=proc.pid)
-                code = await _exited(proc)
-            else:
-                code = await self._end(proc)  # never came up in time, or exited while starting
-            _kill_group(proc.pid, signal.SIGKILL)  # whatever it forked dies with it
-            if self._stopping:
-                return
-            if not self._may_restart():
-                self._set(EngineState.FAILED, last_exit_code=code,
-                          detail=f"exited {code}; {self.max_restarts} restarts in {self.restart_window_s:.0f}s")
-                log.error("engine server %s: giving up after exit code %s", self.name, code)
-                return
-            delay = min(self.backoff_s * 2 ** (len(self._restarts) - 1), self.max_backoff_s)
-            self._set(EngineState.RESTARTING, last_exit_code=code, detail=f"exited {code}; restart in {delay:.1f}s")
-            log.warning("engine server %s exited with %s; restart %d in %.1fs", self.name, code,
-                        len(self._restarts), delay)
-            await asyncio.sleep(delay)
+        """Keep the child running until ``stop()``; any error here ends in ``failed``, never in a
+        supervisor that silently stopped watching (a missing binary, say)."""
+        try:
+            while not self._stopping and await self._run_once():
+                pass
+        except Exception as exc:
+            log.exception("engine server %s: supervision failed", self.name)
+            self._set(EngineState.FAILED, detail=f"{type(exc).__name__}: {exc}")
+
+    async def _run_once(self) -> bool:
+        """One life of the child: start, wait until it answers, wait until it dies, then back off.
+        False when it is not to be restarted (stopping, or the restart budget is spent)."""
+        proc = await self._spawn()
+        if await self._wait_answering(proc):
+            self._set(EngineState.READY, pid=proc.pid)
+            await _exited(proc)
+            why = "exited"
+        else:
+            why = "exited while starting" if proc.returncode is not None else (
+                f"no answer on {self._health_path} within {self.start_timeout_s:.0f}s")
+        code = await self._end(proc)  # also kills whatever it forked, and reaps it
+        if self._stopping:
+            return False
+        if not self._may_restart():
+            self._set(EngineState.FAILED, last_exit_code=code, detail=(
+                f"{why} ({code}); {self.max_restarts} restarts in {self.restart_window_s:.0f}s already"))
+            log.error("engine server %s: giving up: %s (%s)", self.name, why, code)
+            return False
+        delay = min(self.backoff_s * 2 ** (len(self._restarts) - 1), self.max_backoff_s)
+        self._set(EngineState.RESTARTING, last_exit_code=code, detail=f"{why} ({code}); restart in {delay:.1f}s")
+        log.warning("engine server %s %s (%s); restart %d in %.1fs", self.name, why, code, len(self._restarts), delay)
+        await asyncio.sleep(delay)
+        return True
 
     def _set(self, state: EngineState, *, pid: int | None = None, last_exit_code: int | None = None,
              detail: str = "") -> None:

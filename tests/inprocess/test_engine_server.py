@@ -124,6 +124,14 @@ async def test_an_engine_that_never_answers_is_stopped_at_the_start_deadline():
     await server.stop()
 
 
+async def test_a_missing_binary_fails_instead_of_hanging(tmp_path):
+    server = EngineServer("missing", lambda port: [str(tmp_path / "no-such-engine"), str(port)])
+    async with asyncio.timeout(10):
+        with pytest.raises(EngineFailed, match="FileNotFoundError"):
+            await server.start()
+    await server.stop()
+
+
 # --- the real llama-server -------------------------------------------------------------------------
 
 LLAMA_SERVER = find_llama_server()
@@ -144,8 +152,9 @@ async def llama():
     try:
         yield server
     finally:
+        pid = server.status.pid
         await server.stop()
-    assert server.status.pid is None or _gone(server.status.pid)
+    assert pid is not None and _gone(pid)
 
 
 def _chat(**extra) -> dict:
