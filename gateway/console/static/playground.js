@@ -140,9 +140,11 @@ function speechPanel(models) {
     form.append("model", model.value);
     form.append("file", file.files[0]);
     result.textContent = "transcribing…";
+    delete result.dataset.done;
     try {
       result.textContent = (await api("/v1/audio/transcriptions", { method: "POST", form })).text;
     } catch (err) { result.textContent = err.message; }
+    result.dataset.done = "true";
   };
   return h("form", { id: "stt-form", onsubmit: send }, h("div", { class: "row" }, h("label", {}, "model", model),
     h("label", {}, "audio file", file), h("button", { type: "submit", id: "stt-send" }, "Transcribe")), result, code);
