@@ -48,10 +48,13 @@ class Stack:
     def __init__(self, home: Path) -> None:
         ports = free_ports(6)
         self.url = f"http://127.0.0.1:{ports[0]}"
+        self.registry_url = f"http://127.0.0.1:{ports[3]}"
+        self.home = home
         self.log_path = home / "stack.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_SERVICE_AUTH": "true",
-               "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY, "MODEL_SERVICE_SERVICE_TOKEN": new_secret(),
-               "GATEWAY_KEYS_FILE": str(home / "keys.json"), "GATEWAY_USAGE_LOG": str(home / "usage.log")}
+        self.env = env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_SERVICE_AUTH": "true",
+                          "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY, "MODEL_SERVICE_SERVICE_TOKEN": new_secret(),
+                          "GATEWAY_KEYS_FILE": str(home / "keys.json"),
+                          "GATEWAY_USAGE_LOG": str(home / "usage.log")}
         flags = ["--gateway-port", "--llm-port", "--embedding-port", "--registry-port", "--model-registry-port",
                  "--transcription-port"]
         argv = [sys.executable, "-m", "stack", "up", "--ready-timeout", str(READY_TIMEOUT_S)]
@@ -251,6 +254,23 @@ def test_the_usage_page_shows_a_request_just_made(stack: Stack, browser: Browser
     browser.shot(page, "usage")
 
 
+def test_a_user_key_sees_the_playground_with_its_models_only(stack: Stack, browser: Browser) -> None:
+    key = stack.admin("POST", "/admin/keys", json={"name": "chat-only", "models": [STARTER_LLM.model_id]}).json()
+    page = browser.page()
+    page.goto(f"{browser.gateway}/ui/#overview")
+    page.fill("#sign-in-key", key["key"])
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#who:has-text('user key')")
+    page.wait_for_selector("#chat-model")
+    assert page.is_visible("a[data-page=playground]")
+    for admin_page in ("overview", "keys", "usage"):
+        assert not page.is_visible(f"a[data-page={admin_page}]")
+    options = page.locator("#chat-model option").all_inner_texts()
+    assert options == [STARTER_LLM.model_id]
+    page.click("button[data-tab=embeddings]")
+    assert "no embedding model" in page.locator("#embed-model option").first.inner_text()
+
+
 def test_api_docs_render_offline(stack: Stack, browser: Browser) -> None:
     page = browser.page()
     page.goto(f"{browser.gateway}/docs")
@@ -261,3 +281,27 @@ def test_api_docs_render_offline(stack: Stack, browser: Browser) -> None:
     page.goto(f"{browser.gateway}/redoc")
     page.wait_for_selector("h1:has-text('Model Service Gateway')")
     assert page.locator("[data-section-id^='operation/']").count() >= 10
+
+
+def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: Stack, browser: Browser) -> None:
+    """A fake-engine worker joins the stack's registry, shows healthy, is killed, and shows unhealthy
+    with the reason (well within the registry's heartbeat expiry, which would drop it later)."""
+    port = free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "stack", "worker", "--port", str(port), "--engine", "fake", "--model-name",
+            "console-extra", "--model-type", "llm", "--registry-url", stack.registry_url, "--log-level", "warning"]
+    with open(stack.home / "extra-worker.log", "wb") as log:
+        extra = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=stack.env)
+    try:
+        page = signed_in(browser, "overview")
+        page.wait_for_selector(f"#replicas tr:has-text('{url}') :text('healthy')", timeout=60_000)
+        extra.kill()
+        extra.wait(timeout=10)
+        row = page.locator(f"#replicas tr:has-text('{url}')")
+        row.locator(":text('unhealthy')").wait_for(timeout=30_000)
+        assert "unhealthy: " in row.inner_text() and len(row.inner_text().split("unhealthy: ")[1].strip()) > 3
+        browser.shot(page, "overview-unhealthy")
+    finally:
+        if extra.poll() is None:
+            extra.kill()
+            extra.wait(timeout=10)

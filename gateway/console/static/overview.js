@@ -16,12 +16,14 @@ function replicaRows(services) {
   ]);
 }
 
+const noGpu = (reason) => (reason && reason.startsWith("no GPU") ? reason : `no GPU: ${reason || "none found"}`);
+
 function gpuRows(stats) {
   const rows = [];
   for (const row of stats.data) {
     const holder = `${row.model || "?"} (${row.url})`;
     if (row.error) rows.push([holder, h("span", { class: "warn" }, row.error), "", "", ""]);
-    else if (!row.stats.available) rows.push([holder, h("span", { class: "muted" }, `no GPU: ${row.stats.reason || "none found"}`), "", "", ""]);
+    else if (!row.stats.available) rows.push([holder, h("span", { class: "muted" }, noGpu(row.stats.reason)), "", "", ""]);
     else for (const gpu of row.stats.gpus) {
       rows.push([holder, `GPU ${gpu.index}: ${gpu.name}`, `${fmt(gpu.utilization_percent)} %`,
         `${fmt(gpu.memory_used_mb)} / ${fmt(gpu.memory_total_mb)} MB`, `${fmt(gpu.temperature_c)} °C`]);

@@ -7,7 +7,7 @@ const BASE = `${location.origin}/v1`;
 function modelSelect(models, type, id) {
   const usable = models.filter((m) => m.type === type || (type === "llm" && m.type === "multimodal"));
   return h("select", { id }, usable.length ? usable.map((m) => h("option", { value: m.id }, m.id))
-    : h("option", { value: "" }, `no ${type} model is serving`));
+    : h("option", { value: "" }, `no ${type} model for this key`));
 }
 
 function curlJson(path, body) {

@@ -15,7 +15,7 @@ function svg(tag, attrs, text) {
 
 // Horizontal bars: one per label, width proportional to value.
 function barChart(id, entries, unit) {
-  const rowHeight = 22, labelWidth = 220, width = 640;
+  const rowHeight = 22, labelWidth = 200, width = 520;
   const height = Math.max(1, entries.length) * rowHeight + 8;
   const chart = svg("svg", { id, viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img" });
   const max = Math.max(1, ...entries.map(([, v]) => v));
@@ -45,9 +45,10 @@ function timeChart(rows) {
     chart.append(svg("rect", { x: 30 + i * column, y: height - bar, width: Math.max(2, column - 3), height: bar, fill: "#17803d" }),
       svg("text", { x: 30 + i * column, y: height - bar - 3 }, String(value)));
   });
-  if (minutes.length) {
-    chart.append(svg("text", { x: 30, y: height + 14 }, `${minutes[0].slice(11)} UTC`),
-      svg("text", { x: Math.max(110, 30 + (minutes.length - 1) * column), y: height + 14 }, `${minutes[minutes.length - 1].slice(11)} UTC`));
+  if (minutes.length) chart.append(svg("text", { x: 30, y: height + 14 }, `${minutes[0].slice(11)} UTC`));
+  if (minutes.length > 1) {
+    chart.append(svg("text", { x: Math.max(110, 30 + (minutes.length - 1) * column), y: height + 14 },
+      `${minutes[minutes.length - 1].slice(11)} UTC`));
   }
   return chart;
 }
@@ -67,12 +68,12 @@ export async function render(element) {
       `(${summary.prompt_tokens} prompt + ${summary.completion_tokens} completion) in the usage log`),
     h("div", { class: "grid2" },
       h("div", { class: "card" }, h("h2", {}, "Requests by model"),
-        barChart("usage-model-chart", Object.entries(summary.by_model).map(([m, r]) => [m, r.requests]), "req")),
+        barChart("usage-model-chart", Object.entries(summary.by_model).map(([m, r]) => [m === "-" ? "(no model)" : m, r.requests]), "req")),
       h("div", { class: "card" }, h("h2", {}, "Requests per minute (recent)"), timeChart(recent.data))),
     ...rollup("By key", summary.by_key), ...rollup("By model", summary.by_model),
     h("h2", {}, "Recent requests"),
     h("div", { id: "usage-recent" }, table(["time", "key", "model", "endpoint", "status", "tokens", "latency ms", "TTFT ms", "error"],
-      recent.data.map((r) => [r.time, r.key_id, r.model, r.endpoint, r.status, r.total_tokens, fmt(r.latency_ms, 1),
+      recent.data.map((r) => [r.time.replace("T", " ").slice(0, 19), r.key_id, r.model, r.endpoint, r.status, r.total_tokens, fmt(r.latency_ms, 1),
         fmt(r.ttft_ms, 1), r.error]), NUMERIC)),
     h("p", {}, h("button", { class: "secondary", onclick: () => { element.replaceChildren(); render(element); } }, "Refresh")));
   } catch (err) {
