@@ -14,8 +14,10 @@ use ``CONSOLE_SCREENSHOTS=docs/console``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +31,6 @@ import pytest
 
 from common.auth import new_secret
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM, STARTER_TRANSCRIPTION
-from tests.conftest import free_ports
 
 pytestmark = pytest.mark.e2e
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -40,6 +41,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ADMIN_KEY = new_secret()
 READY_TIMEOUT_S = 300.0
 STEP_MS = 120_000  # one real chat answer or transcription on two shared CPU cores
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now (the sockets stay open until all are picked)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(n)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 class Stack:
