@@ -1,5 +1,6 @@
-"""The web console (``/ui``, with ``/`` redirecting there) and the one route only it needed: the recent
-requests of the usage log (``GET /admin/usage/recent``, admin key).
+"""The web console (``/ui``, with ``/`` redirecting there) and the two routes only it needed (admin key):
+the recent requests of the usage log (``GET /admin/usage/recent``) and what the model store holds
+(``GET /admin/store``: the model registry's models and jobs, read with the service token).
 
 The pages and assets are open: they hold no data. Everything they show comes from the gateway's JSON
 API, called with the key the person signed in with, so the API's own guards decide what each key sees.
@@ -12,11 +13,13 @@ from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from common.auth import Role
+from common.errors import ServiceUnavailableError
 from common.offline_docs import SAME_ORIGIN_ONLY
 from gateway.access import guarded
 from gateway.console import STATIC
@@ -62,6 +65,23 @@ async def recent_usage(state: StateDep,
     await state.usage.flush()
     rows = await asyncio.to_thread(_last_requests, state.usage.files(), limit)
     return {"object": "list", "data": rows}
+
+
+@recent_router.get("/admin/store")
+async def store(state: StateDep) -> dict[str, Any]:
+    """The model registry's ``/models`` and ``/jobs`` (``GATEWAY_MODEL_REGISTRY_URL``), side by side."""
+    base = state.settings.model_registry_url
+    if not base:
+        return {"configured": False, "models": [], "jobs": []}
+    try:
+        models, jobs = await asyncio.gather(*(state.client.get(f"{base.rstrip('/')}{path}",
+                                                               headers=state.service_headers, timeout=10)
+                                              for path in ("/models", "/jobs")))
+        models.raise_for_status()
+        jobs.raise_for_status()
+        return {"configured": True, "models": models.json()["data"], "jobs": jobs.json()["data"]}
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise ServiceUnavailableError(f"The model registry did not answer: {type(exc).__name__}: {exc}") from None
 
 
 def _last_requests(paths: list[Path], limit: int) -> list[dict[str, Any]]:

@@ -64,7 +64,8 @@ class Stack:
         self.env = env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_SERVICE_AUTH": "true",
                           "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY, "MODEL_SERVICE_SERVICE_TOKEN": new_secret(),
                           "GATEWAY_KEYS_FILE": str(home / "keys.json"),
-                          "GATEWAY_USAGE_LOG": str(home / "usage.log")}
+                          "GATEWAY_USAGE_LOG": str(home / "usage.log"),
+                          "GATEWAY_MODEL_REGISTRY_URL": f"http://127.0.0.1:{ports[4]}"}
         flags = ["--gateway-port", "--llm-port", "--embedding-port", "--registry-port", "--model-registry-port",
                  "--transcription-port"]
         argv = [sys.executable, "-m", "stack", "up", "--ready-timeout", str(READY_TIMEOUT_S)]
@@ -191,6 +192,16 @@ def test_sign_in_then_the_overview_lists_every_replica(stack: Stack, browser: Br
     gpus = page.inner_text("#gpus")
     assert "no GPU" in gpus or "GPU 0" in gpus, gpus
     browser.shot(page, "overview")
+
+
+def test_the_models_page_lists_what_the_store_holds(stack: Stack, browser: Browser) -> None:
+    page = signed_in(browser, "models")
+    page.wait_for_selector("#store-models table")
+    listed = page.inner_text("#store-models")
+    for starter in (STARTER_LLM, STARTER_EMBEDDING, STARTER_TRANSCRIPTION):
+        assert starter.model_id in listed
+    assert listed.count("ready") >= 3 and "current →" in listed
+    browser.shot(page, "models")
 
 
 def test_playground_streams_a_real_chat_answer_and_runs_the_other_modalities(

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,9 +30,10 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def gateway(home: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(home: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway with keys on and no workers (the console's routes need none), its files under ``home``."""
-    settings = GatewaySettings(_env_file=None, keys_file=home / "keys.json", usage_log=home / "usage.log")
+    settings = GatewaySettings(_env_file=None, keys_file=home / "keys.json", usage_log=home / "usage.log",
+                               **overrides)
     app = create_app(settings, auth=AUTH)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
@@ -74,6 +77,21 @@ async def test_recent_requests_are_admin_only_and_hold_no_prompt_text(tmp_path: 
                                                                ("/admin/usage/recent", 401)]
     assert rows[2]["request_id"] == "r2" and rows[2]["key_id"] == "key_a" and rows[2]["total_tokens"] == 9
     assert "quick brown fox" not in recent.text and "jumps" not in recent.text
+
+
+async def test_store_route_says_when_the_model_registry_is_unset_or_unreachable(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as client:
+        assert (await client.get("/admin/store")).status_code == 401
+        assert (await client.get("/admin/store", headers=bearer(SERVICE_TOKEN))).status_code == 403
+        unset = await client.get("/admin/store", headers=bearer(ADMIN_KEY))
+    assert unset.json() == {"configured": False, "models": [], "jobs": []}
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    async with gateway(tmp_path, model_registry_url=f"http://127.0.0.1:{port}") as client:
+        down = await client.get("/admin/store", headers=bearer(ADMIN_KEY))
+    assert down.status_code == 503 and "model registry did not answer" in down.json()["error"]["message"]
 
 
 def test_wheel_package_data_carries_the_console() -> None:

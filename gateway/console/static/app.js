@@ -5,10 +5,11 @@ import { api, session } from "./api.js";
 const PAGES = {
   overview: () => import("./overview.js"),
   playground: () => import("./playground.js"),
+  models: () => import("./models.js"),
   keys: () => import("./keys.js"),
   usage: () => import("./usage.js"),
 };
-const ADMIN_PAGES = new Set(["overview", "keys", "usage"]);
+const ADMIN_PAGES = new Set(["overview", "models", "keys", "usage"]);
 let stopPage = null;
 const ctx = { role: null, auth: false };
 
