@@ -193,8 +193,9 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
 
 
 # Paths every service answers without a key: health checks (load balancers, container engines) and
-# FastAPI's own API docs.
+# FastAPI's own API docs with their locally served scripts and styles (``DOCS_ASSETS``, a prefix).
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets"
 
 
 class AuthGate:
@@ -210,7 +211,7 @@ class AuthGate:
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.authenticator.enabled or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.authenticator.enabled or _is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -220,6 +221,10 @@ class AuthGate:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(DOCS_ASSETS + "/")
 
 
 def install_auth(app: FastAPI, authenticator: Authenticator, *, gate: bool = True) -> None:

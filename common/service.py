@@ -9,6 +9,10 @@ the role it needs. The shell puts the same pieces in the same order on all four,
 3. the auth gate: with keys on, a request without a valid key gets its 401 before its body is read
    (not on the gateway, whose router guards log every refusal);
 4. the one error table, then the routes, whose routers say which role may call them.
+
+``/docs`` and ``/redoc`` load Swagger UI and ReDoc from the service itself (common/offline_docs.py),
+not from a CDN: the sites this runs in have no internet, where FastAPI's default pages stay blank.
+The assets are served under :data:`common.auth.DOCS_ASSETS` (open like ``/docs``).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from common.auth import Authenticator, install_auth
+from common.auth import DOCS_ASSETS, Authenticator, install_auth
 from common.body_limit import install_body_limits
 from common.errors import ServiceUnavailableError, install_error_handlers
 from common.metrics import ObserveRequest, RequestMetricsMiddleware
+from common.offline_docs import install_offline_docs
 from common.settings import ServiceSettings
 
 T = TypeVar("T")
@@ -40,7 +45,8 @@ def service_app(title: str, *, settings: ServiceSettings, authenticator: Authent
     ``auth_gate=False`` leaves the key check to the routers' dependencies alone: the gateway's write
     every refusal to its usage log (the audit of who knocked), which a gate answering first would skip.
     Its OpenAI routes read their bodies themselves, after the check."""
-    app = FastAPI(title=title, version=VERSION, lifespan=lifespan)
+    app = FastAPI(title=title, version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_offline_docs(app, DOCS_ASSETS)
     install_error_handlers(app)
     install_auth(app, authenticator, gate=auth_gate)
     install_body_limits(app, settings)

@@ -29,6 +29,7 @@ from gateway.limits import Limiter
 from gateway.metrics import GatewayMetrics
 from gateway.probes import UpstreamProber
 from gateway.routes import admin, openai, ops
+from gateway.routes.console import install_console
 from gateway.routing import Rules
 from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstreams
@@ -105,4 +106,5 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
     app.include_router(ops.router, dependencies=guarded(Role.SERVICE))
     app.include_router(metrics_router(metrics.registry), dependencies=guarded(Role.SERVICE), tags=["operations"])
     app.include_router(admin.router, dependencies=guarded(Role.ADMIN))
+    install_console(app)
     return app

@@ -76,6 +76,10 @@ class GatewaySettings(ServiceSettings):
         default=None, validation_alias=AliasChoices("static_file", "GATEWAY_STATIC_FILE", "REGISTRY_STATIC_FILE"),
     )
 
+    # The model registry the console's Models page reads (store contents and download jobs), with the
+    # service token; unset: the page says it is not configured. Env: GATEWAY_MODEL_REGISTRY_URL.
+    model_registry_url: str | None = None
+
     # User API keys (``model-service keys ...``): a JSON file of SHA-256 digests, never the secrets.
     keys_file: Path = Field(default_factory=lambda: service_home() / "gateway" / "keys.json")
     # The usage and audit log: one JSON line per request, rotated by size.

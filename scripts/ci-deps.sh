@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond the venv: espeak-ng makes the real speech that the
 # transcription tests send; prometheus (with promtool) scrapes the real services in the monitoring
-# test. `make test` runs this first; without root or apt-get it only says what is missing (those tests
+# test; chromium is the real browser the web-console tests drive (Playwright never downloads one).
+# `make test` runs this first; without root or apt-get it only says what is missing (those tests
 # then skip, saying why). Packages already installed are left alone.
 set -uo pipefail
 
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ "${#missing[@]}" = 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -1,0 +1,328 @@
+"""The web console in a real browser: Debian's Chromium driven by Playwright's Python API against the
+real stack (``python -m stack up``: SmolLM2 chat, MiniLM embeddings, whisper-base speech-to-text) with
+API keys on.
+
+Shown: sign-in with the admin key (a wrong key is refused on the page); the overview lists every
+replica; the playground streams a real chat answer, compares two texts by embeddings and transcribes
+espeak-ng speech; a key created in the page works with the ``openai`` SDK and gets 401 after it is
+revoked in the page; the usage page shows a request just made; ``/docs`` and ``/redoc`` render. While
+the tests browse, every request the browser makes goes to the gateway: none to any other host.
+
+Screenshots of each page go to the test's temporary folder, or to ``CONSOLE_SCREENSHOTS`` (the docs
+use ``CONSOLE_SCREENSHOTS=docs/console``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from common.auth import new_secret
+from stack.starters import STARTER_EMBEDDING, STARTER_LLM, STARTER_TRANSCRIPTION
+
+pytestmark = pytest.mark.e2e
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ADMIN_KEY = new_secret()
+READY_TIMEOUT_S = 300.0
+STEP_MS = 120_000  # one real chat answer or transcription on two shared CPU cores
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now (the sockets stay open until all are picked)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(n)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+class Stack:
+    """``python -m stack up`` with keys on, its key file and usage log in a temporary folder."""
+
+    def __init__(self, home: Path) -> None:
+        ports = free_ports(6)
+        self.url = f"http://127.0.0.1:{ports[0]}"
+        self.registry_url = f"http://127.0.0.1:{ports[3]}"
+        self.home = home
+        self.log_path = home / "stack.log"
+        self.env = env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_SERVICE_AUTH": "true",
+                          "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY, "MODEL_SERVICE_SERVICE_TOKEN": new_secret(),
+                          "GATEWAY_KEYS_FILE": str(home / "keys.json"),
+                          "GATEWAY_USAGE_LOG": str(home / "usage.log"),
+                          "GATEWAY_MODEL_REGISTRY_URL": f"http://127.0.0.1:{ports[4]}"}
+        flags = ["--gateway-port", "--llm-port", "--embedding-port", "--registry-port", "--model-registry-port",
+                 "--transcription-port"]
+        argv = [sys.executable, "-m", "stack", "up", "--ready-timeout", str(READY_TIMEOUT_S)]
+        for flag, port in zip(flags, ports, strict=True):
+            argv += [flag, str(port)]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"stack exited with {self.proc.returncode}:\n{self.log()}")
+            if "Model Service Platform is up." in self.log():
+                return
+            time.sleep(0.5)
+        pytest.fail(f"stack not ready in {READY_TIMEOUT_S} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, trust_env=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path, minilm_path: Path,
+          whisper_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path_factory.mktemp("console-stack"))
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+class Browser:
+    """One Chromium for the module; every request it makes is recorded to prove it stays on the gateway."""
+
+    def __init__(self, browser: Any, gateway: str, shots: Path) -> None:
+        self.browser, self.gateway, self.shots = browser, gateway, shots
+        self.requests: list[str] = []
+
+    def page(self) -> Any:
+        context = self.browser.new_context(viewport={"width": 1280, "height": 800})
+        context.on("request", lambda request: self.requests.append(request.url))
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.on("dialog", lambda dialog: dialog.accept())
+        return page
+
+    def foreign(self) -> list[str]:
+        own = (f"{self.gateway}/", f"blob:{self.gateway}/", "data:")
+        return [url for url in self.requests if not url.startswith(own)]
+
+    def shot(self, page: Any, name: str) -> None:
+        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def chromium(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (run scripts/ci-deps.sh)")
+    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield Browser(browser, stack.url, shots)
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser(chromium: Browser) -> Iterator[Browser]:
+    """Each test ends by checking that the browser has stayed on the gateway so far."""
+    yield chromium
+    assert chromium.requests, "no request was recorded: the count proves nothing"
+    assert chromium.foreign() == [], f"the browser left the gateway: {chromium.foreign()}"
+
+
+def signed_in(browser: Browser, page_name: str = "overview") -> Any:
+    page = browser.page()
+    page.goto(f"{browser.gateway}/")
+    page.fill("#sign-in-key", ADMIN_KEY)
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#who:has-text('admin key')")
+    page.goto(f"{browser.gateway}/ui/#{page_name}")
+    return page
+
+
+def test_sign_in_then_the_overview_lists_every_replica(stack: Stack, browser: Browser) -> None:
+    page = browser.page()
+    page.goto(f"{browser.gateway}/")
+    assert page.url == f"{browser.gateway}/ui/"
+    assert page.is_visible("#sign-in") and not page.is_visible("#nav")
+    page.fill("#sign-in-key", "msp-" + "wrong" * 8)
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#sign-in-error:has-text('not accepted')")
+    page.fill("#sign-in-key", ADMIN_KEY)
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#who:has-text('admin key')")
+    assert page.evaluate("Object.keys(sessionStorage)") == ["model-service-key"]
+    replicas = stack.admin("GET", "/services").json()["data"]
+    assert {r["model"] for r in replicas} >= {STARTER_LLM.model_id, STARTER_EMBEDDING.model_id,
+                                              STARTER_TRANSCRIPTION.model_id}
+    page.wait_for_selector("#replicas table")
+    rows = page.locator("#replicas tbody tr")
+    assert rows.count() == len(replicas)
+    table = page.inner_text("#replicas")
+    for replica in replicas:
+        assert replica["url"] in table and replica["model"] in table
+    assert table.count("healthy") == len(replicas)
+    gpus = page.inner_text("#gpus")
+    assert "no GPU" in gpus or "GPU 0" in gpus, gpus
+    browser.shot(page, "overview")
+
+
+def test_the_models_page_lists_what_the_store_holds(stack: Stack, browser: Browser) -> None:
+    page = signed_in(browser, "models")
+    page.wait_for_selector("#store-models table")
+    listed = page.inner_text("#store-models")
+    for starter in (STARTER_LLM, STARTER_EMBEDDING, STARTER_TRANSCRIPTION):
+        assert starter.model_id in listed
+    assert listed.count("ready") >= 3 and "current →" in listed
+    browser.shot(page, "models")
+
+
+def test_playground_streams_a_real_chat_answer_and_runs_the_other_modalities(
+        stack: Stack, browser: Browser, speech_wav: Path) -> None:
+    page = signed_in(browser, "playground")
+    page.select_option("#chat-model", STARTER_LLM.model_id)
+    page.fill("#chat-temperature", "0")
+    page.fill("#chat-max-tokens", "24")
+    page.fill("#chat-prompt", "What is the capital of France?")
+    # Count how often the answer changes: a streamed answer grows in several steps, not in one.
+    page.evaluate("""() => { window.answerSteps = 0; new MutationObserver(() => window.answerSteps++)
+        .observe(document.getElementById('chat-answer'), {childList: true, characterData: true, subtree: true}); }""")
+    page.click("#chat-send")
+    page.wait_for_selector("#chat-stats:has-text('tokens')", timeout=STEP_MS)
+    assert "Paris" in page.inner_text("#chat-answer")
+    assert page.evaluate("window.answerSteps") >= 3
+    assert "/v1/chat/completions" in page.inner_text("pre.curl")
+    sdk = page.inner_text("pre.sdk")
+    assert "client.chat.completions.create" in sdk and f'"{STARTER_LLM.model_id}"' in sdk
+    browser.shot(page, "playground")
+
+    page.click("button[data-tab=embeddings]")
+    page.click("#embed-send")
+    page.wait_for_selector("#embed-result:has-text('cosine similarity')", timeout=STEP_MS)
+    similarity = float(page.inner_text("#embed-result").split(":")[1].split()[0])
+    assert 0.3 < similarity <= 1.0 and "384 dimensions" in page.inner_text("#embed-result")
+
+    page.click("button[data-tab=speech]")
+    page.set_input_files("#stt-file", str(speech_wav))
+    page.click("#stt-send")
+    page.wait_for_selector("#stt-result[data-done]", timeout=STEP_MS)
+    text = page.inner_text("#stt-result").lower()
+    assert "quick" in text and "fox" in text, text
+    assert "client.audio.transcriptions.create" in page.inner_text("pre.sdk")
+
+
+def test_a_key_made_in_the_page_works_until_revoked_in_the_page(stack: Stack, browser: Browser) -> None:
+    page = signed_in(browser, "keys")
+    page.fill("#key-name", "console-made")
+    page.fill("#key-models", STARTER_LLM.model_id)
+    page.fill("#key-rpm", "100")
+    page.fill("#key-tpm", "100000")
+    page.click("#key-create")
+    secret = page.inner_text("#key-secret").strip()
+    listed = {k["name"]: k for k in stack.admin("GET", "/admin/keys").json()["data"]}
+    made = listed["console-made"]
+    assert made["models"] == [STARTER_LLM.model_id] and made["rpm"] == 100 and made["tpm"] == 100000
+    browser.shot(page, "keys")
+    with openai.OpenAI(base_url=f"{stack.url}/v1", api_key=secret, max_retries=0, timeout=120) as client:
+        answer = client.chat.completions.create(model=STARTER_LLM.model_id, max_tokens=4,
+                                                messages=[{"role": "user", "content": "Hi"}])
+        assert answer.usage is not None and answer.usage.completion_tokens > 0
+        page.click(f"button[data-revoke={made['id']}]")
+        page.wait_for_selector(f"#key-list tr:has-text('{made['id']}') :text('revoked')")
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client.chat.completions.create(model=STARTER_LLM.model_id, max_tokens=4,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert refused.value.status_code == 401
+
+
+def test_the_usage_page_shows_a_request_just_made(stack: Stack, browser: Browser) -> None:
+    key = stack.admin("POST", "/admin/keys", json={"name": "usage-probe"}).json()
+    with openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key["key"], max_retries=0, timeout=120) as client:
+        client.embeddings.create(model=STARTER_EMBEDDING.model_id, input="usage shows this")
+    page = signed_in(browser, "usage")
+    page.wait_for_selector("#usage-recent table")
+    newest = page.locator("#usage-recent tbody tr").first.inner_text()
+    assert key["id"] in newest and STARTER_EMBEDDING.model_id in newest and "/v1/embeddings" in newest
+    assert key["id"] in page.inner_text("main")  # its by-key row too
+    assert page.locator("#usage-model-chart rect").count() >= 1
+    browser.shot(page, "usage")
+
+
+def test_a_user_key_sees_the_playground_with_its_models_only(stack: Stack, browser: Browser) -> None:
+    key = stack.admin("POST", "/admin/keys", json={"name": "chat-only", "models": [STARTER_LLM.model_id]}).json()
+    page = browser.page()
+    page.goto(f"{browser.gateway}/ui/#overview")
+    page.fill("#sign-in-key", key["key"])
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#who:has-text('user key')")
+    page.wait_for_selector("#chat-model")
+    assert page.is_visible("a[data-page=playground]")
+    for admin_page in ("overview", "keys", "usage"):
+        assert not page.is_visible(f"a[data-page={admin_page}]")
+    options = page.locator("#chat-model option").all_inner_texts()
+    assert options == [STARTER_LLM.model_id]
+    page.click("button[data-tab=embeddings]")
+    assert "no embedding model" in page.locator("#embed-model option").first.inner_text()
+
+
+def test_api_docs_render_offline(stack: Stack, browser: Browser) -> None:
+    page = browser.page()
+    page.goto(f"{browser.gateway}/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    assert page.locator(".swagger-ui .opblock").count() >= 10
+    assert "/v1/chat/completions" in page.inner_text(".swagger-ui")
+    browser.shot(page, "docs")
+    page.goto(f"{browser.gateway}/redoc")
+    page.wait_for_selector("h1:has-text('Model Service Gateway')")
+    assert page.locator("[data-section-id^='operation/']").count() >= 10
+
+
+def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: Stack, browser: Browser) -> None:
+    """A fake-engine worker joins the stack's registry, shows healthy, is killed, and shows unhealthy
+    with the reason (well within the registry's heartbeat expiry, which would drop it later)."""
+    port = free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "stack", "worker", "--port", str(port), "--engine", "fake", "--model-name",
+            "console-extra", "--model-type", "llm", "--registry-url", stack.registry_url, "--log-level", "warning"]
+    with open(stack.home / "extra-worker.log", "wb") as log:
+        extra = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=stack.env)
+    try:
+        page = signed_in(browser, "overview")
+        page.wait_for_selector(f"#replicas tr:has-text('{url}') :text('healthy')", timeout=60_000)
+        extra.kill()
+        extra.wait(timeout=10)
+        row = page.locator(f"#replicas tr:has-text('{url}')")
+        row.locator(":text('unhealthy')").wait_for(timeout=30_000)
+        assert "unhealthy: " in row.inner_text() and len(row.inner_text().split("unhealthy: ")[1].strip()) > 3
+        browser.shot(page, "overview-unhealthy")
+    finally:
+        if extra.poll() is None:
+            extra.kill()
+            extra.wait(timeout=10)
