@@ -58,7 +58,8 @@ def gpu_assignment(d: Deployment, available: int | None) -> dict[tuple[int, int]
     """``{(model index, replica): GPU indices}``: explicit lists as given, ``gpu_count`` replicas take the
     lowest indices nobody named. ``available`` None: the GPU count is unknown (no NVML), not checked."""
     named = {g for m in d.models for gpus in (m.placement.gpus or []) for g in gpus}
-    unnamed = (g for g in itertools.count() if g not in named and (available is None or g < available))
+    indices = itertools.count() if available is None else iter(range(available))
+    unnamed = (g for g in indices if g not in named)
     out: dict[tuple[int, int], list[int]] = {}
     for i, model in enumerate(d.models):
         for replica in range(model.replicas):
