@@ -133,6 +133,23 @@ def _cmd_deployment_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_compose(args: argparse.Namespace) -> int:
+    from stack.deployment_file import DeploymentFileError, load_deployment
+    from stack.render import load_template, render_compose
+
+    try:
+        deployment = load_deployment(args.file)
+    except DeploymentFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    text = render_compose(deployment, load_template(), Path(args.file).name)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_deployment_schema(args: argparse.Namespace) -> int:
     from stack.deployment_file import schema_text
 
@@ -242,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     schema = deployment_sub.add_parser("schema", help="the deployment file's JSON Schema")
     schema.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
     schema.set_defaults(func=_cmd_deployment_schema)
+
+    render = sub.add_parser("render", help="render a deployment file for another launcher")
+    render_sub = render.add_subparsers(dest="render_command", required=True)
+    compose = render_sub.add_parser("compose", help="a compose file with one service per replica")
+    compose.add_argument("file")
+    compose.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
+    compose.set_defaults(func=_cmd_render_compose)
 
     bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
