@@ -22,7 +22,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 StarterName = Literal["llm", "embedding", "transcription"]
 # An engine argument is one scalar WorkerSettings field (e.g. dtype, whisper_beam_size).
 EngineArg = StrictBool | int | float | str
-Path_ = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 # WorkerSettings fields the file sets through its own keys, so engine_args may not set them too.
 OWNED_WORKER_FIELDS = frozenset({
@@ -175,12 +175,12 @@ class Deployment(Strict):
 
 @dataclass(frozen=True)
 class Problem:
-    path: Path_
+    path: FieldPath
     message: str
     line: int | None = None  # when the path alone cannot tell (a key given twice)
 
 
-def service_ports(d: Deployment) -> Iterator[tuple[str, int, Path_]]:
+def service_ports(d: Deployment) -> Iterator[tuple[str, int, FieldPath]]:
     """``(service, port, field path)`` for every process the file starts, workers replica by replica."""
     yield "gateway", d.ports.gateway, ("ports", "gateway")
     yield "service registry", d.ports.service_registry, ("ports", "service_registry")
