@@ -119,14 +119,30 @@ def _with_flags(deployment: Deployment, args: argparse.Namespace) -> Deployment:
     return changed
 
 
-def _cmd_deployment_check(args: argparse.Namespace) -> int:
-    from stack.deployment import replica_ports
+def _deployment_or_report(path: str) -> Deployment | None:
+    """The file's deployment, or None after printing every problem to stderr."""
     from stack.deployment_file import DeploymentFileError, load_deployment
 
     try:
-        deployment = load_deployment(args.file)
+        return load_deployment(path)
     except DeploymentFileError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _write_or_print(text: str, output: str | None) -> int:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_deployment_check(args: argparse.Namespace) -> int:
+    from stack.deployment import replica_ports
+
+    deployment = _deployment_or_report(args.file)
+    if deployment is None:
         return 2
     for _, model, replica, port in replica_ports(deployment):
         print(f"{model.name}\treplica {replica}\t{deployment.host}:{port}\t{model.source.kind}")
@@ -134,30 +150,18 @@ def _cmd_deployment_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_render_compose(args: argparse.Namespace) -> int:
-    from stack.deployment_file import DeploymentFileError, load_deployment
     from stack.render import load_template, render_compose
 
-    try:
-        deployment = load_deployment(args.file)
-    except DeploymentFileError as exc:
-        print(exc, file=sys.stderr)
+    deployment = _deployment_or_report(args.file)
+    if deployment is None:
         return 2
-    text = render_compose(deployment, load_template(), Path(args.file).name)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _write_or_print(render_compose(deployment, load_template(), Path(args.file).name), args.output)
 
 
 def _cmd_deployment_schema(args: argparse.Namespace) -> int:
     from stack.deployment_file import schema_text
 
-    if args.output:
-        Path(args.output).write_text(schema_text(), encoding="utf-8")
-    else:
-        sys.stdout.write(schema_text())
-    return 0
+    return _write_or_print(schema_text(), args.output)
 
 
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
