@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from gateway.keys_cli import add_keys_commands
 from model_registry.cli import add_models_commands
@@ -19,6 +22,8 @@ from stack.starters import STARTER_EMBEDDING, STARTER_LLM
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from stack.deployment import Deployment
 
 
 def _given(**flags: Any) -> dict[str, Any]:
@@ -74,21 +79,89 @@ def _cmd_model_registry(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from stack.deployment_file import STARTER_FILE, DeploymentFileError, load_deployment
     from stack.up import LocalStack, StackOptions
 
-    options = StackOptions(
-        host=args.host,
-        gateway_port=args.gateway_port,
-        registry_port=args.registry_port,
-        model_registry_port=None if args.no_model_registry else args.model_registry_port,
-        llm_port=None if args.no_llm else args.llm_port,
-        embedding_port=None if args.no_embedding else args.embedding_port,
-        transcription_port=None if args.no_transcription else args.transcription_port,
-        engine=args.engine,
-        ready_timeout=args.ready_timeout,
-        log_level=args.log_level,
-    )
-    return LocalStack(options).run()
+    try:
+        deployment = _with_flags(load_deployment(args.deployment or STARTER_FILE), args)
+    except DeploymentFileError as exc:
+        print(f"error: the deployment file is not valid; nothing was started:\n{exc}", file=sys.stderr)
+        return 2
+    return LocalStack(StackOptions(deployment, args.ready_timeout, args.log_level)).run()
+
+
+def _with_flags(deployment: Deployment, args: argparse.Namespace) -> Deployment:
+    """The file with ``up``'s flags on top: global ports and host, the starter models' ports (or none of
+    them), and ``--engine fake``; checked again, since a flag can clash with the file."""
+    from stack.deployment import Deployment, problems
+    from stack.deployment_file import DeploymentFileError
+
+    data = deployment.model_dump(exclude_none=False)
+    data["host"] = args.host or data["host"]
+    for key, value in (("gateway", args.gateway_port), ("service_registry", args.registry_port),
+                       ("model_registry", args.model_registry_port)):
+        data["ports"][key] = value or data["ports"][key]
+    if args.no_model_registry:
+        data["ports"]["model_registry"] = None
+    dropped = {kind for kind in ("llm", "embedding", "transcription") if getattr(args, f"no_{kind}")}
+    data["models"] = [m for m in data["models"] if (m["source"].get("starter") or "") not in dropped]
+    for m in data["models"]:
+        port = getattr(args, f"{m['source'].get('starter')}_port", None)
+        m["port"] = port or m["port"]
+        m["engine"] = args.engine or m["engine"]
+    try:
+        changed = Deployment.model_validate(data)
+    except ValidationError as exc:
+        raise DeploymentFileError("flags", [f"flags: {e['loc']}: {e['msg']}" for e in exc.errors()]) from exc
+    found = problems(changed)
+    if found:
+        raise DeploymentFileError("flags", [f"with the command-line flags: {p.message}" for p in found])
+    return changed
+
+
+def _deployment_or_report(path: str) -> Deployment | None:
+    """The file's deployment, or None after printing every problem to stderr."""
+    from stack.deployment_file import DeploymentFileError, load_deployment
+
+    try:
+        return load_deployment(path)
+    except DeploymentFileError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _write_or_print(text: str, output: str | None) -> int:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_deployment_check(args: argparse.Namespace) -> int:
+    from stack.deployment import replica_ports
+
+    deployment = _deployment_or_report(args.file)
+    if deployment is None:
+        return 2
+    for _, model, replica, port in replica_ports(deployment):
+        print(f"{model.name}\treplica {replica}\t{deployment.host}:{port}\t{model.source.kind}")
+    return 0
+
+
+def _cmd_render_compose(args: argparse.Namespace) -> int:
+    from stack.render import load_template, render_compose
+
+    deployment = _deployment_or_report(args.file)
+    if deployment is None:
+        return 2
+    return _write_or_print(render_compose(deployment, load_template(), Path(args.file).name), args.output)
+
+
+def _cmd_deployment_schema(args: argparse.Namespace) -> int:
+    from stack.deployment_file import schema_text
+
+    return _write_or_print(schema_text(), args.output)
 
 
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
@@ -113,21 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="model-service", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run gateway + starter chat and embedding workers on this machine")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--gateway-port", type=int, default=8080)
-    up.add_argument("--registry-port", type=int, default=8070, help="service registry port")
-    up.add_argument("--model-registry-port", type=int, default=8090, help="model registry port")
+    up = sub.add_parser("up", help="run the stack a deployment file describes on this machine "
+                                   "(default: the starter models)")
+    up.add_argument("--deployment", "-f", default=None, metavar="FILE",
+                    help="deployment file (default: the shipped starter file; docs/deployment-file.md)")
+    up.add_argument("--host", default=None, help="address to bind (default: the file's host)")
+    up.add_argument("--gateway-port", type=int, default=None, help="default: the file's ports.gateway")
+    up.add_argument("--registry-port", type=int, default=None, help="service registry port")
+    up.add_argument("--model-registry-port", type=int, default=None, help="model registry port")
     up.add_argument("--no-model-registry", action="store_true",
                     help="do not start the model registry server (the workers still load from the store)")
-    up.add_argument("--llm-port", type=int, default=8000)
-    up.add_argument("--embedding-port", type=int, default=8002)
-    up.add_argument("--no-llm", action="store_true", help="do not start the chat worker")
-    up.add_argument("--no-embedding", action="store_true", help="do not start the embedding worker")
-    up.add_argument("--transcription-port", type=int, default=8004)
-    up.add_argument("--no-transcription", action="store_true", help="do not start the speech-to-text worker")
-    up.add_argument("--engine", choices=["auto", "fake"], default="auto",
-                    help="'fake' serves the in-package fake engine (no model files needed)")
+    for kind, what in (("llm", "chat"), ("embedding", "embedding"), ("transcription", "speech-to-text")):
+        up.add_argument(f"--{kind}-port", type=int, default=None, help=f"port of the {kind} starter model")
+        up.add_argument(f"--no-{kind}", action="store_true", help=f"do not start the {what} starter model")
+    up.add_argument("--engine", choices=["fake"], default=None,
+                    help="'fake' serves every model with the in-package fake engine (no model files needed)")
     up.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for readiness")
     up.add_argument("--log-level", default="warning", help="log level of the child services")
     up.set_defaults(func=_cmd_up)
@@ -182,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub)
 
+    deployment = sub.add_parser("deployment", help="check a deployment file, or print its JSON Schema")
+    deployment_sub = deployment.add_subparsers(dest="deployment_command", required=True)
+    check = deployment_sub.add_parser("check", help="validate FILE and list the workers it starts")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_deployment_check)
+    schema = deployment_sub.add_parser("schema", help="the deployment file's JSON Schema")
+    schema.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
+    schema.set_defaults(func=_cmd_deployment_schema)
+
+    render = sub.add_parser("render", help="render a deployment file for another launcher")
+    render_sub = render.add_subparsers(dest="render_command", required=True)
+    compose = render_sub.add_parser("compose", help="a compose file with one service per replica")
+    compose.add_argument("file")
+    compose.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
+    compose.set_defaults(func=_cmd_render_compose)
+
     bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
@@ -191,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Run ``scripts/bench.py`` from a source checkout (the harness is not part of the wheel)."""
     import runpy
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
     if not script.is_file():

@@ -1,7 +1,9 @@
 """``model-service up``: the whole stack as child processes on one machine.
 
-The same path a deployed site takes, with a local folder as the store: the starter models are
-imported into the store on first run, the model registry serves that store, the workers fetch and
+What runs is a deployment file (``stack/starter.yaml`` unless ``--deployment`` names another;
+docs/deployment-file.md). Before any child starts, ``up`` checks that every port is free and the GPUs
+exist, then imports into the store what it lacks. The same path a deployed site takes, with a local
+folder as the store by default: the model registry serves that store, the workers fetch and
 verify their model from it and register with the service registry, and the gateway routes from the
 registry's snapshot. ``up`` waits until the gateway lists every model, prints where to go, and on
 Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a grace period). Children are also
@@ -16,21 +18,27 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from pydantic import ValidationError
 
 from common.auth import AuthSettings
-from stack.starters import (
-    STARTER_EMBEDDING,
-    STARTER_LLM,
-    STARTER_TRANSCRIPTION,
-    StarterModel,
-    StarterModelError,
-    import_starters,
+from stack.deployment import Deployment
+from stack.plan import (
+    REGISTRY_NAMES,
+    Child,
+    PlanError,
+    Planner,
+    environment,
+    gpu_assignment,
+    gpu_count,
+    taken_ports,
+    write_prometheus_targets,
 )
+from stack.sources import SourceProblem, ensure_in_store
+from stack.starters import StarterModelError
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_S = 10.0
@@ -38,25 +46,9 @@ STOP_GRACE_S = 10.0
 
 @dataclass(frozen=True)
 class StackOptions:
-    host: str = "127.0.0.1"
-    gateway_port: int = 8080
-    registry_port: int = 8070
-    model_registry_port: int | None = 8090
-    llm_port: int | None = 8000
-    embedding_port: int | None = 8002
-    transcription_port: int | None = 8004
-    engine: str = "auto"
+    deployment: Deployment
     ready_timeout: float = 600.0
     log_level: str = "warning"
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    url: str
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
 def _die_with_parent() -> None:
@@ -71,56 +63,29 @@ class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
         self.children: list[Child] = []
-        self.revisions: dict[str, str] = {}
         self.auth = AuthSettings(_env_file=None, auth=False)  # the real one is read in run()
         self._stopping = False
 
-    # --- plan ---------------------------------------------------------------------------------
-
-    @property
-    def registry_url(self) -> str:
-        return f"http://{self.options.host}:{self.options.registry_port}"
-
-    def _worker(self, starter: StarterModel, port: int) -> Child:
-        o = self.options
-        argv = [sys.executable, "-m", "stack", "worker", "--host", o.host, "--port", str(port),
-                "--model-name", starter.model_id, "--model-type", starter.model_type,
-                "--engine", o.engine, "--log-level", o.log_level, "--registry-url", self.registry_url]
-        if o.engine != "fake":
-            argv += ["--model-source", "store", "--model-revision", self.revisions[starter.model_id]]
-        # No offline env here: a worker that loads a verified store copy forces it itself (model_files).
-        return Child(starter.model_type, argv, {}, f"http://{o.host}:{port}")
-
-    def _service(self, name: str, command: str, port: int, *extra: str) -> Child:
-        o = self.options
-        argv = [sys.executable, "-m", "stack", command, "--host", o.host, "--port", str(port),
-                "--log-level", o.log_level, *extra]
-        return Child(name, argv, {}, f"http://{o.host}:{port}")
-
-    def plan(self) -> list[Child]:
-        """Registries first, then workers, the gateway last (``_wait_ready`` and the banner rely on it)."""
-        o = self.options
-        children = [self._service("registry", "service-registry", o.registry_port)]
-        if o.model_registry_port is not None:
-            children.append(self._service("models", "model-registry", o.model_registry_port))
-        if o.llm_port is not None:
-            children.append(self._worker(STARTER_LLM, o.llm_port))
-        if o.embedding_port is not None:
-            children.append(self._worker(STARTER_EMBEDDING, o.embedding_port))
-        if o.transcription_port is not None:
-            children.append(self._worker(STARTER_TRANSCRIPTION, o.transcription_port))
-        gateway_args = ["--registry-url", self.registry_url]
-        if o.llm_port is not None:
-            gateway_args += ["--default-chat-model", STARTER_LLM.model_id]
-        if o.embedding_port is not None:
-            gateway_args += ["--default-embedding-model", STARTER_EMBEDDING.model_id]
-        if o.transcription_port is not None:
-            gateway_args += ["--default-transcription-model", STARTER_TRANSCRIPTION.model_id]
-        children.append(self._service("gateway", "gateway", o.gateway_port, *gateway_args))
-        return children
-
     def workers(self) -> list[Child]:
-        return [c for c in self.children if "--model-name" in c.argv]
+        return [c for c in self.children if c.model is not None]
+
+    def prepare(self) -> list[Child]:
+        """Everything that can fail before a child starts: ports, GPUs, auth settings, the store."""
+        d = self.options.deployment
+        os.environ.update(environment(d))  # the store and auth the file names, for us and every child
+        taken = taken_ports(d)
+        if taken:
+            raise PlanError("\n".join(taken))
+        gpus = gpu_assignment(d, gpu_count()) if any(m.placement.uses_gpu for m in d.models) else {}
+        self.auth = AuthSettings()  # a bad key setup stops here, before any child starts
+        revisions: dict[str, str] = {}
+        if any(m.engine != "fake" for m in d.models):
+            print("Putting the models into the model store (the first run converts and copies them once)...",
+                  flush=True)
+            revisions = ensure_in_store(d)
+        if d.monitoring.prometheus_targets is not None:
+            write_prometheus_targets(d, d.monitoring.prometheus_targets)
+        return Planner(d, revisions, self.options.log_level, gpus).children()
 
     # --- run ----------------------------------------------------------------------------------
 
@@ -128,19 +93,14 @@ class LocalStack:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
-            self.auth = AuthSettings()  # a bad key setup stops here, before any child starts
-            if self.options.engine != "fake":
-                print("Importing the starter models into the model store (the first run converts and "
-                      "copies them once)...", flush=True)
-                self.revisions = import_starters()
-            self.children = self.plan()
+            self.children = self.prepare()
             for child in self.children:
                 self._start(child)
             if not self._wait_ready(self.workers()):
                 return 1
             self._print_banner()
             return self._supervise()
-        except (StarterModelError, ValidationError) as exc:
+        except (StarterModelError, SourceProblem, PlanError, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
@@ -163,7 +123,7 @@ class LocalStack:
 
     def _wait_ready(self, workers: list[Child]) -> bool:
         """Ready when the gateway lists every worker's model (so the first request works)."""
-        wanted = {self._model_of(c) for c in workers}
+        wanted = {c.model for c in workers}
         gateway = self.children[-1]
         deadline = time.monotonic() + self.options.ready_timeout
         with httpx.Client(timeout=2.0, headers=_admin_headers(self.auth)) as client:
@@ -183,16 +143,12 @@ class LocalStack:
         print(f"error: the stack was not ready within {self.options.ready_timeout:.0f} s", file=sys.stderr)
         return False
 
-    @staticmethod
-    def _model_of(child: Child) -> str:
-        return child.argv[child.argv.index("--model-name") + 1]
-
     def _print_banner(self) -> None:
         gateway = self.children[-1]
         width = max(len(c.name) for c in self.children)
         lines = ["", "Model Service Platform is up.", f"  {'gateway':<{width}} {gateway.url}/v1"]
         for c in self.children[:-1]:
-            what = self._model_of(c) if c in self.workers() else {"registry": "service registry",
+            what = c.model if c.model is not None else {"registry": "service registry",
                                                                    "models": "model registry"}[c.name]
             lines.append(f"  {c.name:<{width}} {c.url}  ({what})")
         auth = ""
@@ -228,9 +184,8 @@ class LocalStack:
         """
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        registries = {"registry", "models"}
-        waves = [[c for c in self.children if c.name not in registries],
-                 [c for c in self.children if c.name in registries]]
+        waves = [[c for c in self.children if c.name not in REGISTRY_NAMES],
+                 [c for c in self.children if c.name in REGISTRY_NAMES]]
         stopped = False
         for wave in waves:
             running = [c.proc for c in wave if c.proc is not None and c.proc.poll() is None]

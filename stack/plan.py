@@ -1,0 +1,173 @@
+"""From a deployment file to the processes ``up`` starts, and the machine checks made before any starts.
+
+Every replica is its own worker process with its own port, worker id and advertise URL, so the
+service registry sees real replicas and the gateway balances them. The settings a file gives a worker
+(limits, engine arguments, GPUs) travel as ``WORKER_*`` environment variables, the names its settings
+already read; store and auth settings as the variables every service reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stack.deployment import Deployment, ModelSpec, replica_ports, service_ports
+
+if TYPE_CHECKING:
+    import subprocess
+
+REGISTRY_NAMES = ("registry", "models")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    url: str
+    model: str | None = None  # the served name, for a worker
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+class PlanError(RuntimeError):
+    """The machine cannot run the file as given (a port taken, too few GPUs); nothing was started."""
+
+
+def taken_ports(d: Deployment) -> list[str]:
+    """One line per port some other program holds, naming the service that wanted it.
+
+    Binds each port the way uvicorn does (``SO_REUSEADDR``), so a port only in TIME_WAIT counts as free.
+    """
+    lines = []
+    for service, port, _ in service_ports(d):
+        with socket.socket(socket.AF_INET6 if ":" in d.host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((d.host, port))
+            except OSError as exc:
+                lines.append(f"port {port} on {d.host} (wanted by {service}) is not free: {exc.strerror}")
+    return lines
+
+
+def gpu_assignment(d: Deployment, available: int | None) -> dict[tuple[int, int], list[int]]:
+    """``{(model index, replica): GPU indices}``: explicit lists as given, ``gpu_count`` replicas take the
+    lowest indices nobody named. ``available`` None: the GPU count is unknown (no NVML), not checked."""
+    named = {g for m in d.models for gpus in (m.placement.gpus or []) for g in gpus}
+    indices = itertools.count() if available is None else iter(range(available))
+    unnamed = (g for g in indices if g not in named)
+    out: dict[tuple[int, int], list[int]] = {}
+    for i, model in enumerate(d.models):
+        for replica in range(model.replicas):
+            if model.placement.gpus is not None:
+                out[i, replica] = list(model.placement.gpus[replica])
+            elif model.placement.gpu_count is not None:
+                out[i, replica] = list(itertools.islice(unnamed, model.placement.gpu_count))
+                if len(out[i, replica]) < model.placement.gpu_count:
+                    raise PlanError(f"{model.name} replica {replica} needs {model.placement.gpu_count} GPU(s); "
+                                    f"this machine has {available} and the file gives the others out")
+    if available is not None:
+        beyond = sorted({g for gpus in out.values() for g in gpus if g >= available})
+        if beyond:
+            raise PlanError(f"GPU index {beyond[0]} is named in the file; this machine has {available} GPU(s)")
+    return out
+
+
+def gpu_count() -> int | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library: the count is unknown, the workers say the rest
+        return None
+
+
+def advertise_host(host: str) -> str:
+    return socket.gethostname() if host in ("0.0.0.0", "::") else host
+
+
+@dataclass
+class Planner:
+    deployment: Deployment
+    revisions: dict[str, str]  # model id -> store revision; empty with the fake engine
+    log_level: str = "warning"
+    gpus: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.deployment.host}:{self.deployment.ports.service_registry}"
+
+    def children(self) -> list[Child]:
+        """Registries first, then workers, the gateway last (readiness and the banner rely on it)."""
+        d = self.deployment
+        out = [self._service("registry", "service-registry", d.ports.service_registry)]
+        if d.ports.model_registry is not None:
+            out.append(self._service("models", "model-registry", d.ports.model_registry))
+        out += [self._worker(i, model, replica, port) for i, model, replica, port in replica_ports(d)]
+        flags = {"llm": "--default-chat-model", "embedding": "--default-embedding-model",
+                 "transcription": "--default-transcription-model", "multimodal": "--default-multimodal-model"}
+        gateway_args = ["--registry-url", self.registry_url]
+        for model_type, name in d.defaults().items():
+            gateway_args += [flags[model_type], name]
+        out.append(self._service("gateway", "gateway", d.ports.gateway, *gateway_args))
+        return out
+
+    def _service(self, name: str, command: str, port: int, *extra: str) -> Child:
+        host = self.deployment.host
+        argv = [sys.executable, "-m", "stack", command, "--host", host, "--port", str(port),
+                "--log-level", self.log_level, *extra]
+        return Child(name, argv, {}, f"http://{host}:{port}")
+
+    def _worker(self, index: int, model: ModelSpec, replica: int, port: int) -> Child:
+        host = self.deployment.host
+        url = f"http://{advertise_host(host)}:{port}"
+        argv = [sys.executable, "-m", "stack", "worker", "--host", host, "--port", str(port),
+                "--model-name", model.name, "--model-type", model.type, "--engine", model.engine,
+                "--log-level", self.log_level, "--registry-url", self.registry_url, "--advertise-url", url]
+        if model.engine != "fake":
+            argv += ["--model-source", "store", "--model-revision", self.revisions[model.id]]
+        env = {"WORKER_ID": f"{model.name}-r{replica}"}
+        if model.name != model.id:
+            env["WORKER_STORE_MODEL_ID"] = model.id
+        gpus = self.gpus.get((index, replica))
+        if gpus:
+            argv += ["--device", f"cuda:{gpus[0]}"]
+            env["WORKER_GPU_INDICES"] = ",".join(map(str, gpus))
+        elif model.placement.device == "cpu":
+            argv += ["--device", "cpu"]
+        settings = {**model.engine_args, **model.limits.model_dump(exclude_none=True)}
+        env.update({f"WORKER_{key.upper()}": _env_value(value) for key, value in settings.items()})
+        label = model.type if model.replicas == 1 else f"{model.type}-{replica}"
+        return Child(label, argv, env, f"http://{host}:{port}", model=model.name)
+
+
+def _env_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def environment(d: Deployment) -> dict[str, str]:
+    """What every service (and ``up`` itself, for the imports) reads for the store and auth."""
+    env = {f"MODEL_REGISTRY_{key.upper()}": _env_value(value)
+           for key, value in d.store.model_dump(exclude_none=True).items()}
+    if d.auth.enabled is not None:
+        env["MODEL_SERVICE_AUTH"] = _env_value(d.auth.enabled)
+    return env
+
+
+def write_prometheus_targets(d: Deployment, path: Path) -> None:
+    """Prometheus ``file_sd`` targets: one group per service kind, every process's /metrics address."""
+    host = advertise_host(d.host)
+    groups: dict[str, list[str]] = {}
+    for service, port, field_path in service_ports(d):
+        job = "worker" if field_path[0] == "models" else service.replace(" ", "-")
+        groups.setdefault(job, []).append(f"{host}:{port}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"targets": t, "labels": {"job": job}} for job, t in groups.items()], indent=2))
