@@ -117,7 +117,10 @@ class Planner:
         gateway_args = ["--registry-url", self.registry_url]
         for model_type, name in d.defaults().items():
             gateway_args += [flags[model_type], name]
-        out.append(self._service("gateway", "gateway", d.ports.gateway, *gateway_args))
+        gateway = self._service("gateway", "gateway", d.ports.gateway, *gateway_args)
+        if d.ports.model_registry is not None:  # the console's Models page reads the store through it
+            gateway.env["GATEWAY_MODEL_REGISTRY_URL"] = f"http://{d.host}:{d.ports.model_registry}"
+        out.append(gateway)
         return out
 
     def _service(self, name: str, command: str, port: int, *extra: str) -> Child:
