@@ -220,6 +220,8 @@ def validation_error(exc: RequestValidationError, request: Request | None = None
         return InvalidRequestError(f"The request body must be a JSON object, not {_json_kind(exc.body)}.",
                                    code="invalid_json")
     msg = first.get("msg", "invalid value")
+    if first.get("type") == "unsupported_parameter":  # common.protocol.refuse_unless: known, not done
+        return InvalidRequestError(msg, param=param, code="unsupported_parameter")
     where = f"'{param}'" if param else "the request body"
     extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return InvalidRequestError(f"Invalid value for {where}: {msg}{extra}.", param=param, code="invalid_value")

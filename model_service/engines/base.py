@@ -41,6 +41,7 @@ class EngineInfo:
     dtype: str | None = None
     max_model_len: int | None = None
     embedding_dims: int | None = None
+    vocab_size: int | None = None  # token ids run from 0 to this (exclusive): logit_bias keys, token inputs
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logprobs: bool = False
     top_logprobs: int = 0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # vLLM's (and transformers') multiplicative one, prompt included
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
