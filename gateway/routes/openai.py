@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from common.auth import principal_of
+from common.errors import ModelNotFoundError
 from common.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -61,6 +62,20 @@ async def list_models(request: Request, state: StateDep) -> ModelList:
     if principal.models is not None:
         listed.data = [card for card in listed.data if principal.allows_model(card.id)]
     return listed
+
+
+@router.get("/v1/models/{model_id:path}", responses={404: {"description": "no such model (for this key)"}})
+async def retrieve_model(model_id: str, request: Request, state: StateDep) -> ModelCard:
+    """One card of ``/v1/models``, the same one; ids contain ``/``, hence the path converter. A model the
+    key may not use is a 404 for it, as the list hides it, so a key learns nothing of other models."""
+    principal = principal_of(request)
+    if principal.allows_model(model_id):
+        listed = model_list(state.upstreams.snapshot, state.circuits.view(), time.monotonic(), state.rules)
+        for card in listed.data:
+            if card.id == model_id:
+                return card
+    raise ModelNotFoundError(f"The model '{model_id}' does not exist or you do not have access to it.",
+                             param="model")
 
 
 def model_list(snapshot: Snapshot, circuits: Mapping[str, Circuit] | None = None, now: float = 0.0,
