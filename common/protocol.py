@@ -253,15 +253,41 @@ class CompletionRequest(_SamplingFields):
 # --- embeddings -------------------------------------------------------------------------------
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class EmbeddingRequest(_Request):
     model: str | None = None
-    input: str | list[str] = Field(min_length=1)
+    # Text, texts, one token-id array or several (what the ids mean is the worker's setting).
+    input: str | list[str] | TokenIds | list[TokenIds] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _check_token_arrays(cls, v: Any) -> Any:
+        """One clear message for malformed token-id input (the union's own errors list every member)."""
+        if isinstance(v, list) and v and not all(isinstance(x, str) for x in v):
+            for row in v if isinstance(v[0], list) else [v]:
+                if not isinstance(row, list) or not row or not all(type(i) is int and i >= 0 for i in row):
+                    raise ValueError("token-id input must be a non-empty list of token ids (integers >= 0) "
+                                     "or a list of such lists")
+        return v
+
     def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        """The texts, for text input (token ids: :meth:`token_inputs`)."""
+        if isinstance(self.input, str):
+            return [self.input]
+        return [t for t in self.input if isinstance(t, str)]
+
+    def token_inputs(self) -> list[list[int]] | None:
+        """The token-id arrays, or None for text input."""
+        if isinstance(self.input, str) or not self.input or isinstance(self.input[0], str):
+            return None
+        if isinstance(self.input[0], int):
+            return [list(self.input)]  # type: ignore[arg-type]
+        return [list(ids) for ids in self.input]  # type: ignore[union-attr]
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -66,6 +66,12 @@ class WorkerSettings(ServiceSettings):
     # embedding micro-batching: inputs per encode call, and how long the first input waits for company.
     embedding_max_batch_size: int = Field(default=32, ge=1)
     embedding_max_wait_ms: float = Field(default=5.0, ge=0.0)
+    # What token-id arrays in an embeddings ``input`` mean: OpenAI's cl100k_base ids (what LangChain's
+    # OpenAIEmbeddings sends by default), decoded to text; or the model's own ids (vLLM's meaning).
+    embedding_token_ids: Literal["cl100k_base", "model"] = "cl100k_base"
+    # ``dimensions``: auto = allowed where the model's config declares Matryoshka training
+    # (``matryoshka_dimensions`` / ``is_matryoshka``, as vLLM reads them); on = any size; off = refused.
+    embedding_matryoshka: Literal["auto", "on", "off"] = "auto"
     retry_after_s: int = Field(default=1, ge=0)
     # Completion tokens when a request gives no max_tokens (always capped by the context length).
     default_max_tokens: int = Field(default=1024, ge=1)

@@ -42,6 +42,8 @@ class EngineInfo:
     max_model_len: int | None = None
     embedding_dims: int | None = None
     vocab_size: int | None = None  # token ids run from 0 to this (exclusive): logit_bias keys, token inputs
+    # Sizes an embedding model was trained to be cut to (Matryoshka): None = not declared, () = any.
+    matryoshka_dims: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,11 @@ class Embedder(Engine):
 
     @abstractmethod
     async def embed(self, texts: list[str]) -> Embeddings: ...
+
+    def decode_tokens(self, token_ids: list[int]) -> str:
+        """The text of the model's own token ids (special tokens dropped), for token-id inputs; the ids
+        are already checked against ``info().vocab_size``."""
+        raise UnsupportedError("This engine does not take token ids as input; send text.", param="input")
 
 
 class Transcriber(Engine):

@@ -59,6 +59,8 @@ class SentenceTransformerEngine(TransformersEngine, Embedder):
         self.model = model.eval()
         dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.embedding_dims = int(dims())
+        self.vocab_size = len(model.tokenizer)
+        self.matryoshka_dims = matryoshka_dims(model)
         self.max_model_len = self.settings.max_model_len or int(model.max_seq_length or 512)
         self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._thread.start()
@@ -70,6 +72,9 @@ class SentenceTransformerEngine(TransformersEngine, Embedder):
             self._thread.join(timeout=30)
             self._thread = None
         self.model = None
+
+    def decode_tokens(self, token_ids: list[int]) -> str:
+        return str(self.model.tokenizer.decode(token_ids, skip_special_tokens=True))
 
     async def embed(self, texts: list[str]) -> Embeddings:
         answers = thread_stream(lambda emit, cancel: self._inbox.put(_Job(texts, emit, cancel)))
@@ -133,3 +138,13 @@ class SentenceTransformerEngine(TransformersEngine, Embedder):
             answers.append(Embeddings(vectors=by_input[start:end], prompt_tokens=sum(counts[start:end])))
             start = end
         return answers
+
+
+def matryoshka_dims(model: Any) -> tuple[int, ...] | None:
+    """The sizes the model's config says it may be cut to (vLLM reads the same two keys): its
+    ``matryoshka_dimensions``, or any size for ``is_matryoshka``; None when it declares neither."""
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    declared = getattr(config, "matryoshka_dimensions", None)
+    if declared:
+        return tuple(int(d) for d in declared)
+    return () if getattr(config, "is_matryoshka", False) else None

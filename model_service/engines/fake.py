@@ -60,6 +60,7 @@ class FakeEngine(TextGenerator, Embedder, Transcriber):
             engine=self.name, device="cpu", dtype="float32",
             max_model_len=self.settings.max_model_len or self.settings.fake_max_model_len,
             embedding_dims=self.settings.fake_embedding_dims if is_embed else None, vocab_size=_VOCAB,
+            matryoshka_dims=() if is_embed else None,  # the fake "model" may be cut to any size
         )
 
     # --- tokens -------------------------------------------------------------------------------
@@ -148,6 +149,9 @@ class FakeEngine(TextGenerator, Embedder, Transcriber):
             await asyncio.sleep(self.settings.fake_token_delay_s)
         vectors = [self._vector(t) for t in texts]
         return Embeddings(vectors=vectors, prompt_tokens=sum(len(self.tokenize(t)) for t in texts))
+
+    def decode_tokens(self, token_ids: list[int]) -> str:
+        return self.decode(token_ids)
 
     def _vector(self, text: str) -> list[float]:
         rng = random.Random(hashlib.sha256(text.encode()).digest())

@@ -46,11 +46,12 @@ class TransformersEngine(Engine):
         self.max_model_len: int | None = None  # set by load where the model has one
         self.embedding_dims: int | None = None
         self.vocab_size: int | None = None  # set by load: the width of the logits, or the tokenizer's size
+        self.matryoshka_dims: tuple[int, ...] | None = None
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.name, device=self.device, dtype=dtype_name(self.dtype),
                           max_model_len=self.max_model_len, embedding_dims=self.embedding_dims,
-                          vocab_size=self.vocab_size)
+                          vocab_size=self.vocab_size, matryoshka_dims=self.matryoshka_dims)
 
     def placed(self, model: Any) -> Any:
         """The loaded model on the engine's device, in inference mode."""
