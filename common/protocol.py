@@ -290,6 +290,53 @@ class EmbeddingRequest(_Request):
         return [list(ids) for ids in self.input]  # type: ignore[union-attr]
 
 
+# --- rerank (Cohere / Jina shape, as vLLM, TEI and Xinference serve it) ----------------------------
+
+
+class RerankDocument(BaseModel):
+    """A document given as an object: its ``text`` is what is ranked (other keys are the caller's)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    text: str
+
+
+RERANK_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "rank_fields": ((["text"],), "documents are ranked by their 'text'"),
+    "max_chunks_per_doc": ((), "documents are not chunked"),
+    "max_tokens_per_doc": ((), "documents are truncated at the model's length"),
+}
+
+
+class RerankRequest(_Request):
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = True
+    user: str | None = None
+    rank_fields: Any = None
+    max_chunks_per_doc: Any = None
+    max_tokens_per_doc: Any = None
+
+    _refused = _refuse(RERANK_REFUSED)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("rerank"))
+    model: str
+    results: list[RerankResult]
+    usage: Usage  # last: the gateway reads usage off the end of a body
+
+
 # --- responses --------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The OpenAI endpoints: three proxied POSTs and the union of the healthy workers' models."""
+"""The OpenAI endpoints (and rerank): proxied POSTs and the union of the healthy workers' models."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from common.protocol import (
     EmbeddingRequest,
     ModelCard,
     ModelList,
+    RerankRequest,
     openapi_audio_body,
     openapi_json_body,
 )
@@ -23,7 +24,17 @@ from common.records import CAPABILITIES
 from gateway.circuit import Circuit
 from gateway.deps import StateDep
 from gateway.proxy import forward
-from gateway.routing import CHAT, COMPLETIONS, DEFAULT_RULES, EMBEDDINGS, TRANSCRIPTIONS, TRANSLATIONS, Rules, is_usable
+from gateway.routing import (
+    CHAT,
+    COMPLETIONS,
+    DEFAULT_RULES,
+    EMBEDDINGS,
+    RERANK,
+    TRANSCRIPTIONS,
+    TRANSLATIONS,
+    Rules,
+    is_usable,
+)
 from gateway.upstreams import Snapshot
 
 router = APIRouter(tags=["openai"])
@@ -52,6 +63,14 @@ async def audio_transcriptions(request: Request, state: StateDep) -> Response:
 @router.post("/v1/audio/translations", openapi_extra=openapi_audio_body("translate"))
 async def audio_translations(request: Request, state: StateDep) -> Response:
     return await forward(state, request, TRANSLATIONS, state.settings.default_transcription_model)
+
+
+@router.post("/v1/rerank", openapi_extra=openapi_json_body(RerankRequest))
+@router.post("/v2/rerank", openapi_extra=openapi_json_body(RerankRequest))
+@router.post("/rerank", openapi_extra=openapi_json_body(RerankRequest))
+async def rerank(request: Request, state: StateDep) -> Response:
+    """Cohere / Jina rerank, routed to a ``rerank`` worker; every path goes upstream as ``/v1/rerank``."""
+    return await forward(state, request, RERANK, state.settings.default_rerank_model)
 
 
 @router.get("/v1/models")

@@ -2,8 +2,8 @@
 
 ``Engine`` is what the worker needs from any engine (load, close, info). What an engine can serve is
 the capability classes it subclasses, as infinity splits its embedders from its generators:
-``TextGenerator`` (chat and text completions), ``Embedder`` (embeddings), ``Transcriber`` (speech to
-text). A worker only routes a model type's endpoints to an engine of the matching capability
+``TextGenerator`` (chat and text completions), ``Embedder`` (embeddings), ``Reranker`` (rerank),
+``Transcriber`` (speech to text). A worker only routes a model type's endpoints to an engine of the matching capability
 (``engines.CAPABILITIES``), so an engine implements exactly what it serves and nothing else.
 
 Requests are the unit of work: ``generate`` is an async iterator of deltas for one sequence, and
@@ -165,6 +165,21 @@ class Embedder(Engine):
         """The text of the model's own token ids (special tokens dropped), for token-id inputs; the ids
         are already checked against ``info().vocab_size``."""
         raise UnsupportedError("This engine does not take token ids as input; send text.", param="input")
+
+
+@dataclass
+class Scores:
+    """One relevance score per document, in the order given (higher: more relevant)."""
+
+    scores: list[float]
+    prompt_tokens: int
+
+
+class Reranker(Engine):
+    """Rerank: a query and documents in, one relevance score per document."""
+
+    @abstractmethod
+    async def rerank(self, query: str, documents: list[str]) -> Scores: ...
 
 
 class Transcriber(Engine):

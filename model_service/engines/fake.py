@@ -26,8 +26,10 @@ from model_service.engines.base import (
     Embedder,
     Embeddings,
     EngineInfo,
+    Reranker,
     SampledToken,
     SamplingParams,
+    Scores,
     TextGenerator,
     Transcriber,
 )
@@ -37,7 +39,7 @@ _PIECE = re.compile(r"\s*\S+|\s+$")
 _VOCAB = 1_000_010  # token ids are crc32(piece) % 1_000_000 + 10
 
 
-class FakeEngine(TextGenerator, Embedder, Transcriber):
+class FakeEngine(TextGenerator, Embedder, Reranker, Transcriber):
     name = "fake"
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -158,6 +160,16 @@ class FakeEngine(TextGenerator, Embedder, Transcriber):
         vec = [rng.gauss(0.0, 1.0) for _ in range(self.settings.fake_embedding_dims)]
         norm = math.sqrt(sum(v * v for v in vec)) or 1.0
         return [v / norm for v in vec]
+
+    # --- rerank -------------------------------------------------------------------------------
+    async def rerank(self, query: str, documents: list[str]) -> Scores:
+        """Relevance = the share of the query's words the document holds (case-blind), so the obvious
+        document wins, as a real cross-encoder would pick it."""
+        if self.settings.fake_token_delay_s:
+            await asyncio.sleep(self.settings.fake_token_delay_s)
+        wanted = set(query.lower().split())
+        scores = [len(wanted & set(d.lower().split())) / (len(wanted) or 1) for d in documents]
+        return Scores(scores, prompt_tokens=sum(len(self.tokenize(query + " " + d)) for d in documents))
 
     # --- speech -------------------------------------------------------------------------------
     def transcribe(self, audio: Any, params: Any) -> Any:

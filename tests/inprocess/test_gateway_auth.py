@@ -39,7 +39,7 @@ from tests.inprocess.test_gateway_servers import eventually
 from tests.inprocess.test_registry_cluster import serve as serve_on
 
 OPEN = {("GET", "/health")}
-USER_PATHS = re.compile(r"^/v1/")
+USER_PATHS = re.compile(r"^/(v1/|v2/rerank$|rerank$)")  # rerank: also Jina's and Cohere's paths
 ADMIN_PATHS = re.compile(r"^/(admin/|usage$)")
 
 
