@@ -25,8 +25,6 @@ class SentenceTransformerEngine(MicroBatchedEngine, Embedder):
 
     def __init__(self, settings: WorkerSettings) -> None:
         super().__init__(settings)
-        self.max_batch = settings.embedding_max_batch_size
-        self.max_wait_s = settings.embedding_max_wait_ms / 1000
         self.encode_calls = 0  # read by tests: fewer encodes than requests proves batching
 
     def load(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from model_service.engines.threads import Emit, thread_stream
 from model_service.engines.transformers_base import TransformersEngine
+from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -40,8 +41,10 @@ class MicroBatchedEngine(TransformersEngine):
     """A transformers-family engine whose requests are batched by one thread; subclasses answer a
     batch of jobs in :meth:`answer_jobs` and call :meth:`start_batcher` at the end of ``load``."""
 
-    max_batch: int = 32
-    max_wait_s: float = 0.005
+    def __init__(self, settings: WorkerSettings) -> None:
+        super().__init__(settings)
+        self.max_batch = settings.embedding_max_batch_size  # inputs (or pairs) per batched call
+        self.max_wait_s = settings.embedding_max_wait_ms / 1000
 
     def start_batcher(self) -> None:
         self._inbox: queue.Queue[Any] = queue.Queue()

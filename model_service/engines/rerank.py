@@ -25,8 +25,6 @@ class CrossEncoderEngine(MicroBatchedEngine, Reranker):
 
     def __init__(self, settings: WorkerSettings) -> None:
         super().__init__(settings)
-        self.max_batch = settings.embedding_max_batch_size
-        self.max_wait_s = settings.embedding_max_wait_ms / 1000
         self.predict_calls = 0  # read by tests: fewer calls than requests proves batching
 
     def load(self) -> None:
