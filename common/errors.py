@@ -138,10 +138,14 @@ def _is_label(part: Any) -> bool:
     return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_LABELS)
 
 
+_SOURCES = frozenset({"body", "query", "path", "header"})
+
+
 def _param_from_loc(loc: tuple[Any, ...], *, through_unions: bool = True) -> str | None:
     """``messages[0].content`` from pydantic's location; union-member labels are left out, or, without
     ``through_unions``, end the param (the field whose union no member matched)."""
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    # FastAPI puts where the value came from first; only there is it not a field (rerank has a "query").
+    parts = list(loc[1:] if loc and loc[0] in _SOURCES and (len(loc) > 1 or loc[0] == "body") else loc)
     if not parts:
         return None
     out = str(parts[0])
@@ -220,6 +224,8 @@ def validation_error(exc: RequestValidationError, request: Request | None = None
         return InvalidRequestError(f"The request body must be a JSON object, not {_json_kind(exc.body)}.",
                                    code="invalid_json")
     msg = first.get("msg", "invalid value")
+    if first.get("type") == "unsupported_parameter":  # common.protocol.refuse_unless: known, not done
+        return InvalidRequestError(msg, param=param, code="unsupported_parameter")
     where = f"'{param}'" if param else "the request body"
     extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return InvalidRequestError(f"Invalid value for {where}: {msg}{extra}.", param=param, code="invalid_value")

@@ -14,9 +14,13 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
 MAX_N = 16
+MAX_METADATA_KEYS = 16
+# The error type (and so the OpenAI ``code``) of an OpenAI field this server knows but does not do.
+UNSUPPORTED = "unsupported_parameter"
 
 
 def new_id(prefix: str) -> str:
@@ -33,6 +37,57 @@ class _Strict(BaseModel):
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=(), strict=True)
+
+
+def refuse_unless(field: str, value: Any, no_ops: tuple[Any, ...], why: str) -> Any:
+    """An OpenAI field this server cannot do is refused unless its value asks for nothing (``tools: []``,
+    ``tool_choice: "none"``): a 400 ``unsupported_parameter`` naming it, never silently dropped, so a
+    client (an agent framework) learns at once that the feature is missing rather than getting an
+    ordinary answer it misreads."""
+    if value is None or any(type(value) is type(v) and value == v for v in no_ops):  # 0 is not False
+        return value
+    allowed = " or ".join(repr(v) for v in no_ops) if no_ops else "null"
+    raise PydanticCustomError(UNSUPPORTED, "'{field}' is not supported by this server ({why}); send {allowed} or leave "
+                              "it out.", {"field": field, "why": why, "allowed": allowed})
+
+
+_TOOLS = "tool calling is not available yet"
+# Chat fields refused unless their value is a no-op: field -> (no-op values, why).
+CHAT_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "tools": (([],), _TOOLS),
+    "tool_choice": (("none",), _TOOLS),
+    "functions": (([],), _TOOLS),
+    "function_call": (("none",), _TOOLS),
+    "response_format": (({"type": "text"},), "structured outputs are not available yet"),
+    "audio": ((), "no audio output"),
+    "modalities": ((["text"],), "text output only"),
+    "prediction": ((), "no predicted outputs"),
+    "web_search_options": ((), "no web search"),
+    "reasoning_effort": ((), "no reasoning models"),
+    "verbosity": (("medium",), "no verbosity control"),
+    "store": ((False,), "completions are not stored"),
+    "service_tier": (("auto", "default"), "one service tier"),
+}
+# Fields of a chat message: an assistant turn's tool calls cannot be rendered without tool support.
+MESSAGE_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "tool_calls": (([],), _TOOLS),
+    "function_call": ((), _TOOLS),
+    "audio": ((), "no audio input"),
+}
+COMPLETION_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "best_of": ((1,), "no server-side best-of ranking; use n"),
+    "suffix": (("",), "no fill-in-the-middle"),
+}
+
+
+def _refuse(table: dict[str, tuple[tuple[Any, ...], str]]) -> Any:
+    """A field validator that refuses the fields of ``table`` per :func:`refuse_unless`."""
+
+    def check(cls: Any, value: Any, info: Any) -> Any:
+        no_ops, why = table[info.field_name]
+        return refuse_unless(info.field_name, value, no_ops, why)
+
+    return field_validator(*table)(classmethod(check))
 
 
 # --- chat -------------------------------------------------------------------------------------
@@ -62,6 +117,13 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    refusal: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: Any = None
+    function_call: Any = None
+    audio: Any = None
+
+    _refused = _refuse(MESSAGE_REFUSED)
 
     def text(self) -> str:
         """The message's text, with text parts joined; image parts are left to vision engines."""
@@ -91,6 +153,25 @@ class _SamplingFields(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    logit_bias: dict[str, float] | None = None
+    # Sampling extensions that vLLM users send (not in OpenAI's spec); 0 / -1 / 1.0 switch them off.
+    top_k: int | None = Field(default=None, ge=-1)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        """OpenAI's shape: token ids as strings, biases from -100 to 100 (the vocabulary is the engine's)."""
+        for key, bias in (v or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids as strings, got {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"biases must be between -100 and 100, got {bias} for token {key}")
+        return v
+
+    def logit_biases(self) -> dict[int, float]:
+        return {int(k): b for k, b in (self.logit_bias or {}).items()}
 
     @field_validator("stop")
     @classmethod
@@ -117,6 +198,27 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    # Honoured by the gateway's usage log (metadata, safety_identifier, like user) or hints with no
+    # effect to miss (prompt_cache_key; parallel_tool_calls while tools are refused).
+    metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_KEYS)
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    parallel_tool_calls: bool | None = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    store: Any = None
+    service_tier: Any = None
+
+    _refused = _refuse(CHAT_REFUSED)
 
     @model_validator(mode="after")
     def _check_logprobs(self) -> ChatCompletionRequest:
@@ -139,6 +241,10 @@ class CompletionRequest(_SamplingFields):
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
+    best_of: Any = None
+    suffix: Any = None
+
+    _refused = _refuse(COMPLETION_REFUSED)
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -147,15 +253,88 @@ class CompletionRequest(_SamplingFields):
 # --- embeddings -------------------------------------------------------------------------------
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
 class EmbeddingRequest(_Request):
     model: str | None = None
-    input: str | list[str] = Field(min_length=1)
+    # Text, texts, one token-id array or several (what the ids mean is the worker's setting).
+    input: str | list[str] | TokenIds | list[TokenIds] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _check_token_arrays(cls, v: Any) -> Any:
+        """One clear message for malformed token-id input (the union's own errors list every member)."""
+        if isinstance(v, list) and v and not all(isinstance(x, str) for x in v):
+            for row in v if isinstance(v[0], list) else [v]:
+                if not isinstance(row, list) or not row or not all(type(i) is int and i >= 0 for i in row):
+                    raise ValueError("token-id input must be a non-empty list of token ids (integers >= 0) "
+                                     "or a list of such lists")
+        return v
+
     def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+        """The texts, for text input (token ids: :meth:`token_inputs`)."""
+        if isinstance(self.input, str):
+            return [self.input]
+        return [t for t in self.input if isinstance(t, str)]
+
+    def token_inputs(self) -> list[list[int]] | None:
+        """The token-id arrays, or None for text input."""
+        if isinstance(self.input, str) or not self.input or isinstance(self.input[0], str):
+            return None
+        if isinstance(self.input[0], int):
+            return [list(self.input)]  # type: ignore[arg-type]
+        return [list(ids) for ids in self.input]  # type: ignore[union-attr]
+
+
+# --- rerank (Cohere / Jina shape, as vLLM, TEI and Xinference serve it) ----------------------------
+
+
+class RerankDocument(BaseModel):
+    """A document given as an object: its ``text`` is what is ranked (other keys are the caller's)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    text: str
+
+
+RERANK_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "rank_fields": ((["text"],), "documents are ranked by their 'text'"),
+    "max_chunks_per_doc": ((), "documents are not chunked"),
+    "max_tokens_per_doc": ((), "documents are truncated at the model's length"),
+}
+
+
+class RerankRequest(_Request):
+    model: str | None = None
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = True
+    user: str | None = None
+    rank_fields: Any = None
+    max_chunks_per_doc: Any = None
+    max_tokens_per_doc: Any = None
+
+    _refused = _refuse(RERANK_REFUSED)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    id: str = Field(default_factory=lambda: new_id("rerank"))
+    model: str
+    results: list[RerankResult]
+    usage: Usage  # last: the gateway reads usage off the end of a body
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
-ModelType = Literal["llm", "embedding", "multimodal", "transcription"]
+ModelType = Literal["llm", "embedding", "multimodal", "transcription", "rerank"]
 
 # What each model type can do, as advertised in /v1/models and used by the gateway to route.
 CAPABILITIES: dict[str, list[str]] = {
@@ -16,6 +16,7 @@ CAPABILITIES: dict[str, list[str]] = {
     "embedding": ["embeddings"],
     "multimodal": ["chat", "completions", "vision"],
     "transcription": ["transcription"],
+    "rerank": ["rerank"],
 }
 
 

@@ -294,7 +294,8 @@ class Exchange:
             model=asked.model if asked is not None else None, replica=replica, endpoint=self.endpoint.path,
             status=status, stream=asked is not None and asked.stream, tokens=usage,
             latency_ms=round((now - self.started) * 1000, 2),
-            ttft_ms=round(ttft * 1000, 2) if ttft is not None else None, client_ip=self.client_ip, error=error)
+            ttft_ms=round(ttft * 1000, 2) if ttft is not None else None, client_ip=self.client_ip, error=error,
+            caller=caller_fields(asked.payload) if asked is not None else None)
         if state.usage.content:
             entry["prompt"] = prompt_of(asked.payload) if asked is not None else None
             entry["completion"] = completion
@@ -304,8 +305,10 @@ class Exchange:
 def usage_line(*, request_id: str | None, key_id: str | None, endpoint: str, status: int, client_ip: str | None,
                wall: float | None = None, model: str | None = None, replica: str | None = None,
                stream: bool = False, tokens: TokenCount | None = None, latency_ms: float | None = None,
-               ttft_ms: float | None = None, error: str | None = None) -> dict[str, Any]:
-    """One request's line of the usage log (the only place one is built; ``error`` only when there is one)."""
+               ttft_ms: float | None = None, error: str | None = None,
+               caller: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One request's line of the usage log (the only place one is built; ``error`` only when there is one,
+    ``caller``'s fields (:func:`caller_fields`) only when the client sent them)."""
     entry: dict[str, Any] = {
         "time": utc_iso(time.time() if wall is None else wall), "request_id": request_id, "key_id": key_id,
         "model": model, "replica": replica, "endpoint": endpoint, "status": status, "stream": stream,
@@ -316,4 +319,17 @@ def usage_line(*, request_id: str | None, key_id: str | None, endpoint: str, sta
     }
     if error is not None:
         entry["error"] = error
+    entry.update(caller or {})
     return entry
+
+
+# Body fields OpenAI defines to tell the caller's own end users and requests apart: the usage log is
+# where they go (the worker validates them; here only their shape is looked at).
+CALLER_FIELDS = {"user": str, "safety_identifier": str, "metadata": dict}
+
+
+def caller_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """``user``, ``safety_identifier`` and ``metadata`` from an already parsed body, where sent with the
+    right JSON type (a wrong one is the worker's 400 to give)."""
+    return {name: value for name, kind in CALLER_FIELDS.items()
+            if isinstance(value := payload.get(name), kind)}

@@ -44,6 +44,7 @@ COMPLETIONS = Endpoint("/v1/completions", "completions", "llm")
 EMBEDDINGS = Endpoint("/v1/embeddings", "embeddings", "embedding")
 TRANSCRIPTIONS = Endpoint("/v1/audio/transcriptions", "transcription", "transcription", form=True)
 TRANSLATIONS = Endpoint("/v1/audio/translations", "transcription", "transcription", form=True)
+RERANK = Endpoint("/v1/rerank", "rerank", "rerank")
 # A chat request carrying image parts: same path, but it needs a model with the "vision" capability.
 VISION_CHAT = Endpoint("/v1/chat/completions", "vision", "multimodal")
 

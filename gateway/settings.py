@@ -40,6 +40,8 @@ class GatewaySettings(ServiceSettings):
     default_transcription_model: str | None = None
     # For a chat request that carries images and no model; unset = the first healthy multimodal model.
     default_multimodal_model: str | None = None
+    # For /v1/rerank (and /rerank, /v2/rerank) without a model; unset = the first healthy rerank model.
+    default_rerank_model: str | None = None
     # Health probing of the workers.
     probe_interval_s: float = Field(default=2.0, gt=0)
     probe_timeout_s: float = Field(default=2.0, gt=0)

@@ -13,7 +13,7 @@ from model_service.worker import Worker
 
 _ENDPOINT_NAMES = {"llm": "chat and text completions", "embedding": "embeddings",
                   "multimodal": "chat completions with images",
-                  "transcription": "audio transcriptions and translations"}
+                  "transcription": "audio transcriptions and translations", "rerank": "rerank"}
 
 # Set by the factory, so it is always there; the shared getter spares each request a thread hop.
 get_worker = state_getter("worker", Worker, "worker")

@@ -43,9 +43,11 @@ class ChoiceResult:
 
 def sampling_params(
     req: ChatCompletionRequest | CompletionRequest, *, prompt_len: int, max_model_len: int | None,
-    default_max_tokens: int, choice: int = 0, prompt_param: str = "messages",
+    default_max_tokens: int, choice: int = 0, prompt_param: str = "messages", vocab_size: int | None = None,
 ) -> SamplingParams:
-    """Resolve OpenAI defaults and cap the token budget by what is left of the context window."""
+    """Resolve OpenAI defaults and cap the token budget by what is left of the context window;
+    ``logit_bias`` keys must be ids of the model's vocabulary (``vocab_size``, where the engine knows it)."""
+    check_token_ids(set(req.logit_biases()), vocab_size, "logit_bias")
     limit = req.token_limit() if isinstance(req, ChatCompletionRequest) else req.max_tokens
     limit = limit or default_max_tokens
     if max_model_len is not None:
@@ -71,7 +73,22 @@ def sampling_params(
         frequency_penalty=req.frequency_penalty or 0.0,
         logprobs=logprobs,
         top_logprobs=top,
+        top_k=max(req.top_k or 0, 0),
+        min_p=req.min_p or 0.0,
+        repetition_penalty=req.repetition_penalty or 1.0,
+        logit_bias=req.logit_biases(),
     )
+
+
+def check_token_ids(ids: list[int] | set[int], vocab_size: int | None, param: str) -> None:
+    """Token ids name the model's own vocabulary: one outside it is a 400, never an index error later."""
+    if vocab_size is None:
+        return
+    bad = sorted(i for i in ids if not 0 <= i < vocab_size)
+    if bad:
+        raise InvalidRequestError(
+            f"Token id {bad[0]} in '{param}' is outside this model's vocabulary (0 to {vocab_size - 1}).",
+            param=param, code="invalid_value")
 
 
 async def run_choice(engine: TextGenerator, prompt_ids: list[int], params: SamplingParams, stops: list[str],

@@ -16,7 +16,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from common.settings import ServiceSettings, service_home
 from model_service.engines import engine_name
 
-WorkerModelType = Literal["llm", "embedding", "multimodal", "transcription"]
+WorkerModelType = Literal["llm", "embedding", "multimodal", "transcription", "rerank"]
 
 
 def default_cache_dir() -> Path:
@@ -63,9 +63,16 @@ class WorkerSettings(ServiceSettings):
     # (longer prompts are prefilled in chunks of this size between decode steps).
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_tokens: int = Field(default=512, ge=16)
-    # embedding micro-batching: inputs per encode call, and how long the first input waits for company.
+    # embedding (and rerank) micro-batching: inputs (query-document pairs) per encode call, and how long
+    # the first input waits for company.
     embedding_max_batch_size: int = Field(default=32, ge=1)
     embedding_max_wait_ms: float = Field(default=5.0, ge=0.0)
+    # What token-id arrays in an embeddings ``input`` mean: OpenAI's cl100k_base ids (what LangChain's
+    # OpenAIEmbeddings sends by default), decoded to text; or the model's own ids (vLLM's meaning).
+    embedding_token_ids: Literal["cl100k_base", "model"] = "cl100k_base"
+    # ``dimensions``: auto = allowed where the model's config declares Matryoshka training
+    # (``matryoshka_dimensions`` / ``is_matryoshka``, as vLLM reads them); on = any size; off = refused.
+    embedding_matryoshka: Literal["auto", "on", "off"] = "auto"
     retry_after_s: int = Field(default=1, ge=0)
     # Completion tokens when a request gives no max_tokens (always capped by the context length).
     default_max_tokens: int = Field(default=1024, ge=1)
@@ -126,4 +133,5 @@ class WorkerSettings(ServiceSettings):
             return self.max_concurrency
         if self.model_type == "transcription":
             return 1  # one transcription already uses every core (or the GPU); the rest queue
-        return self.embedding_max_batch_size if self.model_type == "embedding" else self.max_batch_size
+        micro_batched = self.model_type in ("embedding", "rerank")
+        return self.embedding_max_batch_size if micro_batched else self.max_batch_size

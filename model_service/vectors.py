@@ -22,6 +22,23 @@ def check_dimensions(dimensions: int | None, native: int) -> None:
         )
 
 
+def check_matryoshka(dimensions: int | None, native: int, declared: tuple[int, ...] | None, setting: str) -> None:
+    """Cutting a vector is only sound for a model trained for it (Matryoshka): refused for others, as
+    vLLM does, unless the operator says otherwise (``WORKER_EMBEDDING_MATRYOSHKA``); a model that lists
+    its sizes takes only those. Asking for the native size cuts nothing and is always fine."""
+    check_dimensions(dimensions, native)
+    if dimensions is None or dimensions == native or setting == "on":
+        return
+    if setting == "off" or declared is None:
+        raise InvalidRequestError(
+            "This model does not support 'dimensions' (it was not trained to be shortened, Matryoshka-style); "
+            f"leave it out to get {native} dimensions.", param="dimensions", code="unsupported_parameter")
+    if declared and dimensions not in declared:
+        raise InvalidRequestError(
+            f"'dimensions' must be one of {sorted(declared)} for this model (got {dimensions}).",
+            param="dimensions", code="invalid_value")
+
+
 def shorten(vector: list[float], dimensions: int | None, native: int) -> list[float]:
     """Cut to ``dimensions`` and renormalise to unit length."""
     check_dimensions(dimensions, native)

@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one model worker")
     _add_common(worker, 8000)
     worker.add_argument("--model-name", default=None, help="served name (default: MODEL_NAME)")
-    worker.add_argument("--model-type", default=None, choices=["llm", "embedding", "multimodal", "transcription"],
+    worker.add_argument("--model-type", default=None,
+                        choices=["llm", "embedding", "multimodal", "transcription", "rerank"],
                         help="default: MODEL_TYPE")
     worker.add_argument("--model-path", default=None, help="model folder (default: MODEL_PATH)")
     worker.add_argument("--model-source", default=None, choices=["path", "store"],

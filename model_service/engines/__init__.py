@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from model_service.engines.base import Embedder, Engine, TextGenerator, Transcriber
+from model_service.engines.base import Embedder, Engine, Reranker, TextGenerator, Transcriber
 
 if TYPE_CHECKING:
     from model_service.settings import WorkerSettings
@@ -39,19 +39,22 @@ class EngineSpec:
 
 
 ENGINES: dict[str, EngineSpec] = {
-    "fake": EngineSpec("model_service.engines.fake:FakeEngine", ("llm", "embedding", "multimodal", "transcription")),
+    "fake": EngineSpec("model_service.engines.fake:FakeEngine",
+                       ("llm", "embedding", "multimodal", "transcription", "rerank")),
     "transformers": EngineSpec("model_service.engines.llm:TransformersLLM", ("llm",)),
     "transformers-vision": EngineSpec("model_service.engines.vision:TransformersVision", ("multimodal",)),
     "sentence-transformers": EngineSpec("model_service.engines.embedding:SentenceTransformerEngine", ("embedding",)),
+    "cross-encoder": EngineSpec("model_service.engines.rerank:CrossEncoderEngine", ("rerank",)),
     # faster-whisper for a CTranslate2 folder, transformers for a Hugging Face one (whisper.folder_kind).
     "whisper": EngineSpec("model_service.engines.whisper:build_whisper_engine", ("transcription",)),
 }
 # What ``engine=auto`` runs for each model type.
 AUTO = {"llm": "transformers", "multimodal": "transformers-vision", "embedding": "sentence-transformers",
-        "transcription": "whisper"}
+        "transcription": "whisper", "rerank": "cross-encoder"}
 # The capability an engine needs to serve each model type's endpoints.
 CAPABILITIES: dict[str, type[Engine]] = {"llm": TextGenerator, "multimodal": TextGenerator,
-                                         "embedding": Embedder, "transcription": Transcriber}
+                                         "embedding": Embedder, "transcription": Transcriber,
+                                         "rerank": Reranker}
 
 
 def engine_name(engine: str, model_type: str) -> str:

@@ -2,8 +2,8 @@
 
 ``Engine`` is what the worker needs from any engine (load, close, info). What an engine can serve is
 the capability classes it subclasses, as infinity splits its embedders from its generators:
-``TextGenerator`` (chat and text completions), ``Embedder`` (embeddings), ``Transcriber`` (speech to
-text). A worker only routes a model type's endpoints to an engine of the matching capability
+``TextGenerator`` (chat and text completions), ``Embedder`` (embeddings), ``Reranker`` (rerank),
+``Transcriber`` (speech to text). A worker only routes a model type's endpoints to an engine of the matching capability
 (``engines.CAPABILITIES``), so an engine implements exactly what it serves and nothing else.
 
 Requests are the unit of work: ``generate`` is an async iterator of deltas for one sequence, and
@@ -41,6 +41,9 @@ class EngineInfo:
     dtype: str | None = None
     max_model_len: int | None = None
     embedding_dims: int | None = None
+    vocab_size: int | None = None  # token ids run from 0 to this (exclusive): logit_bias keys, token inputs
+    # Sizes an embedding model was trained to be cut to (Matryoshka): None = not declared, () = any.
+    matryoshka_dims: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logprobs: bool = False
     top_logprobs: int = 0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # vLLM's (and transformers') multiplicative one, prompt included
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,26 @@ class Embedder(Engine):
 
     @abstractmethod
     async def embed(self, texts: list[str]) -> Embeddings: ...
+
+    def decode_tokens(self, token_ids: list[int]) -> str:
+        """The text of the model's own token ids (special tokens dropped), for token-id inputs; the ids
+        are already checked against ``info().vocab_size``."""
+        raise UnsupportedError("This engine does not take token ids as input; send text.", param="input")
+
+
+@dataclass
+class Scores:
+    """One relevance score per document, in the order given (higher: more relevant)."""
+
+    scores: list[float]
+    prompt_tokens: int
+
+
+class Reranker(Engine):
+    """Rerank: a query and documents in, one relevance score per document."""
+
+    @abstractmethod
+    async def rerank(self, query: str, documents: list[str]) -> Scores: ...
 
 
 class Transcriber(Engine):

@@ -3,7 +3,9 @@
 Tokens are whitespace-led words. The "model" answers with the words of the last prompt line (the
 user's last message for chat), in order at temperature 0 and shuffled by a seeded RNG otherwise,
 then ends with end-of-sequence. It honours max_tokens, seeds, logprobs and cancellation, and can be
-slowed down per token or made to load slowly or fail, so tests can watch those paths.
+slowed down per token or made to load slowly or fail, so tests can watch those paths. Of the sampling
+knobs, the ones with a visible effect on such a "model" show it: ``top_k=1`` (or ``min_p=1``) keeps the
+words in order like temperature 0, and a ``logit_bias`` of -100 bans that token's word.
 """
 
 from __future__ import annotations
@@ -24,17 +26,20 @@ from model_service.engines.base import (
     Embedder,
     Embeddings,
     EngineInfo,
+    Reranker,
     SampledToken,
     SamplingParams,
+    Scores,
     TextGenerator,
     Transcriber,
 )
 from model_service.settings import WorkerSettings
 
 _PIECE = re.compile(r"\s*\S+|\s+$")
+_VOCAB = 1_000_010  # token ids are crc32(piece) % 1_000_000 + 10
 
 
-class FakeEngine(TextGenerator, Embedder, Transcriber):
+class FakeEngine(TextGenerator, Embedder, Reranker, Transcriber):
     name = "fake"
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -56,14 +61,15 @@ class FakeEngine(TextGenerator, Embedder, Transcriber):
         return EngineInfo(
             engine=self.name, device="cpu", dtype="float32",
             max_model_len=self.settings.max_model_len or self.settings.fake_max_model_len,
-            embedding_dims=self.settings.fake_embedding_dims if is_embed else None,
+            embedding_dims=self.settings.fake_embedding_dims if is_embed else None, vocab_size=_VOCAB,
+            matryoshka_dims=() if is_embed else None,  # the fake "model" may be cut to any size
         )
 
     # --- tokens -------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         ids = []
         for piece in _PIECE.findall(text):
-            token = zlib.crc32(piece.encode()) % 1_000_000 + 10
+            token = zlib.crc32(piece.encode()) % (_VOCAB - 10) + 10
             self.vocab[token] = piece
             ids.append(token)
         return ids
@@ -97,7 +103,9 @@ class FakeEngine(TextGenerator, Embedder, Transcriber):
         prompt = self.decode(prompt_ids)
         lines = [ln for ln in prompt.splitlines() if ln.strip() and not ln.startswith("<|")]
         words = (lines[-1] if lines else "ok").split()
-        if params.temperature > 0:
+        banned = {t for t, bias in params.logit_bias.items() if bias <= -100}
+        words = [w for w in words if self.tokenize(f" {w}")[0] not in banned] or ["ok"]
+        if params.temperature > 0 and params.top_k != 1 and params.min_p < 1.0:
             random.Random(params.seed).shuffle(words)
         glued = not prompt or prompt[-1].isspace()  # the first word needs no space after a newline
         return [w if i == 0 and glued else f" {w}" for i, w in enumerate(words)]
@@ -144,11 +152,24 @@ class FakeEngine(TextGenerator, Embedder, Transcriber):
         vectors = [self._vector(t) for t in texts]
         return Embeddings(vectors=vectors, prompt_tokens=sum(len(self.tokenize(t)) for t in texts))
 
+    def decode_tokens(self, token_ids: list[int]) -> str:
+        return self.decode(token_ids)
+
     def _vector(self, text: str) -> list[float]:
         rng = random.Random(hashlib.sha256(text.encode()).digest())
         vec = [rng.gauss(0.0, 1.0) for _ in range(self.settings.fake_embedding_dims)]
         norm = math.sqrt(sum(v * v for v in vec)) or 1.0
         return [v / norm for v in vec]
+
+    # --- rerank -------------------------------------------------------------------------------
+    async def rerank(self, query: str, documents: list[str]) -> Scores:
+        """Relevance = the share of the query's words the document holds (case-blind), so the obvious
+        document wins, as a real cross-encoder would pick it."""
+        if self.settings.fake_token_delay_s:
+            await asyncio.sleep(self.settings.fake_token_delay_s)
+        wanted = set(query.lower().split())
+        scores = [len(wanted & set(d.lower().split())) / (len(wanted) or 1) for d in documents]
+        return Scores(scores, prompt_tokens=sum(len(self.tokenize(query + " " + d)) for d in documents))
 
     # --- speech -------------------------------------------------------------------------------
     def transcribe(self, audio: Any, params: Any) -> Any:

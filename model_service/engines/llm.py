@@ -18,7 +18,7 @@ from model_service.engines.llm_batch import Sequence
 from model_service.engines.model_facts import context_length, eos_ids
 from model_service.engines.scheduler import BatchScheduler
 from model_service.engines.threads import DONE
-from model_service.engines.transformers_base import TransformersGenerator, chat_template_errors
+from model_service.engines.transformers_base import TransformersGenerator, chat_template_errors, logits_width
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class TransformersLLM(TransformersGenerator):
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.model = self.placed(AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype))
+        self.vocab_size = logits_width(self.model)
         self.max_model_len = self.settings.max_model_len or context_length(self.model.config, self.tokenizer)
         self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id

@@ -2,13 +2,24 @@
 
 Penalties follow OpenAI's additive definition, counted over the completion only (not the prompt):
 ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``. transformers'
-own ``RepetitionPenaltyLogitsProcessor`` is multiplicative and counts the prompt, so it is not a fit.
+own ``RepetitionPenaltyLogitsProcessor`` is multiplicative and counts the prompt, so it is not a fit
+for them; it is exactly vLLM's ``repetition_penalty`` extension, which it serves. ``logit_bias`` is
+added to the logits before anything else, as OpenAI does, so it steers greedy decoding too.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from model_service.engines.base import SamplingParams
 
@@ -29,15 +40,24 @@ class OpenAIPenaltiesProcessor(LogitsProcessor):
 
 
 def build_processors(params: SamplingParams, prompt_len: int) -> LogitsProcessorList:
-    """Penalties first (they shape the distribution), then temperature and top-p for sampling."""
+    """Bias and penalties first (they shape the distribution), then temperature, top-k, top-p and
+    min-p for sampling (vLLM's order); at temperature 0 only the first group matters."""
     procs = LogitsProcessorList()
+    if params.logit_bias:
+        procs.append(SequenceBiasLogitsProcessor({(token,): bias for token, bias in params.logit_bias.items()}))
     if params.presence_penalty or params.frequency_penalty:
         procs.append(OpenAIPenaltiesProcessor(prompt_len, params.presence_penalty, params.frequency_penalty))
+    if params.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
     if params.temperature > 0:
         if params.temperature != 1.0:
             procs.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k > 0:
+            procs.append(TopKLogitsWarper(params.top_k))
         if params.top_p < 1.0:
             procs.append(TopPLogitsWarper(params.top_p))
+        if params.min_p > 0.0:
+            procs.append(MinPLogitsWarper(params.min_p))
     return procs
 
 

@@ -45,10 +45,13 @@ class TransformersEngine(Engine):
         self.model: Any = None
         self.max_model_len: int | None = None  # set by load where the model has one
         self.embedding_dims: int | None = None
+        self.vocab_size: int | None = None  # set by load: the width of the logits, or the tokenizer's size
+        self.matryoshka_dims: tuple[int, ...] | None = None
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.name, device=self.device, dtype=dtype_name(self.dtype),
-                          max_model_len=self.max_model_len, embedding_dims=self.embedding_dims)
+                          max_model_len=self.max_model_len, embedding_dims=self.embedding_dims,
+                          vocab_size=self.vocab_size, matryoshka_dims=self.matryoshka_dims)
 
     def placed(self, model: Any) -> Any:
         """The loaded model on the engine's device, in inference mode."""
@@ -101,3 +104,7 @@ def chat_template_errors(*more: type[Exception]) -> Iterator[None]:
 def _article(model_type: str) -> str:
     return "an" if model_type in ("llm", "embedding") else "a"
 
+
+def logits_width(model: Any) -> int:
+    """How many token ids the model scores (its text part's vocabulary; may exceed the tokenizer's)."""
+    return int(model.config.get_text_config().vocab_size)

@@ -23,7 +23,7 @@ from model_service.engines.base import ChatPrompt
 from model_service.engines.llm_batch import Sequence
 from model_service.engines.model_facts import context_length, eos_ids
 from model_service.engines.threads import DONE
-from model_service.engines.transformers_base import TransformersGenerator, chat_template_errors
+from model_service.engines.transformers_base import TransformersGenerator, chat_template_errors, logits_width
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class TransformersVision(TransformersGenerator):
         self.processor = AutoProcessor.from_pretrained(self.model_path)
         self.tokenizer = self.processor.tokenizer
         self.model = self.placed(AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype))
+        self.vocab_size = logits_width(self.model)
         self.max_model_len = self.settings.max_model_len or context_length(self.model.config.get_text_config(),
                                                                            self.tokenizer)
         self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)

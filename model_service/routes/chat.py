@@ -58,10 +58,12 @@ async def _prompt(engine: Engine, worker: Worker, req: ChatCompletionRequest) ->
 
 def _events(engine: Engine, worker: Worker, req: ChatCompletionRequest,
             prompt: ChatPrompt) -> AsyncIterator[ChoiceEvent]:
+    info = engine.info()
     streams = [
         run_choice(engine, prompt.ids,
-                   sampling_params(req, prompt_len=len(prompt.ids), max_model_len=engine.info().max_model_len,
-                                   default_max_tokens=worker.settings.default_max_tokens, choice=i),
+                   sampling_params(req, prompt_len=len(prompt.ids), max_model_len=info.max_model_len,
+                                   default_max_tokens=worker.settings.default_max_tokens, choice=i,
+                                   vocab_size=info.vocab_size),
                    req.stop_list(), i, prompt.media)
         for i in range(req.n)
     ]

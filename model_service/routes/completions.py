@@ -25,12 +25,13 @@ async def completions(req: CompletionRequest, request: Request, worker: WorkerDe
     check_request(worker, req.model, ("llm", "multimodal"), "text completions")
     prompts = req.prompts()
     prompt_ids = [engine.text_prompt(p) for p in prompts]
-    max_len = engine.info().max_model_len
+    info = engine.info()
     streams = []
     for p, ids in enumerate(prompt_ids):
         for i in range(req.n):
-            params = sampling_params(req, prompt_len=len(ids), max_model_len=max_len, prompt_param="prompt",
-                                     default_max_tokens=worker.settings.default_max_tokens, choice=i)
+            params = sampling_params(req, prompt_len=len(ids), max_model_len=info.max_model_len,
+                                     prompt_param="prompt", default_max_tokens=worker.settings.default_max_tokens,
+                                     choice=i, vocab_size=info.vocab_size)
             streams.append(run_choice(engine, ids, params, req.stop_list(), p * req.n + i))
     # Choice k answers prompt k // n; with echo its text starts with that prompt.
     prefixes = [prompts[k // req.n] if req.echo else "" for k in range(len(streams))]

@@ -10,10 +10,12 @@ import asyncio
 
 from fastapi import APIRouter
 
+from common.errors import ModelNotFoundError
 from common.gpu import collect_gpu_stats
 from common.protocol import ModelCard, ModelList
 from common.records import CAPABILITIES, GPUStats, WorkerHealth
 from model_service.deps import WorkerDep
+from model_service.worker import Worker
 
 router = APIRouter()
 health_router = APIRouter()
@@ -28,16 +30,29 @@ async def health(worker: WorkerDep) -> WorkerHealth:
     return worker.health()
 
 
-@router.get("/v1/models", response_model=ModelList)
-async def list_models(worker: WorkerDep) -> ModelList:
+def model_card(worker: Worker) -> ModelCard:
     info = worker.info()
-    card = ModelCard(
+    return ModelCard(
         id=worker.settings.model_name,
         type=worker.settings.model_type,
         capabilities=list(CAPABILITIES.get(worker.settings.model_type, [])),
         max_model_len=info.max_model_len if info else worker.settings.max_model_len,
     )
-    return ModelList(data=[card])
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(worker: WorkerDep) -> ModelList:
+    return ModelList(data=[model_card(worker)])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard,
+            responses={404: {"description": "not the model this worker serves"}})
+async def retrieve_model(model_id: str, worker: WorkerDep) -> ModelCard:
+    """OpenAI's model retrieval; ids such as ``Qwen/Qwen2.5-0.5B-Instruct`` contain ``/``."""
+    if model_id != worker.settings.model_name:
+        raise ModelNotFoundError(f"The model '{model_id}' does not exist on this worker; it serves "
+                                 f"'{worker.settings.model_name}'.", param="model")
+    return model_card(worker)
 
 
 @router.get("/gpu-stats", response_model=GPUStats)

@@ -147,7 +147,7 @@ WRONG_TYPES = [
     ("/v1/completions", {"logprobs": False}, "logprobs"),
     ("/v1/completions", {"echo": "yes"}, "echo"),
     ("/v1/embeddings", {"input": 5}, "input"),
-    ("/v1/embeddings", {"input": [1, 2]}, "input[0]"),
+    ("/v1/embeddings", {"input": [1, "two"]}, "input"),  # token ids and text mixed
     ("/v1/embeddings", {"encoding_format": "hex"}, "encoding_format"),
     ("/v1/embeddings", {"dimensions": "8"}, "dimensions"),
 ]

@@ -39,7 +39,7 @@ from tests.helpers.ports import free_ports
 from tests.helpers.servers import serve
 
 OPEN = {("GET", "/health")}
-USER_PATHS = re.compile(r"^/v1/")
+USER_PATHS = re.compile(r"^/(v1/|v2/rerank$|rerank$)")  # rerank: also Jina's and Cohere's paths
 ADMIN_PATHS = re.compile(r"^/(admin/|usage$)")
 
 

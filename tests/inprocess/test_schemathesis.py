@@ -45,7 +45,7 @@ MAX_EXAMPLES = 30
 CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection]
 # The gateway's upstreams: one fake worker per model type, so every endpoint has somewhere to go.
 FAKE_MODELS = {"fake-chat": "llm", "fake-embed": "embedding", "fake-whisper": "transcription",
-               "fake-vision": "multimodal"}
+               "fake-vision": "multimodal", "fake-rerank": "rerank"}
 
 budget = settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))

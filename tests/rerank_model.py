@@ -1,0 +1,34 @@
+"""A tiny randomly initialised cross-encoder, built and saved once per session, for the rerank worker.
+
+No cross-encoder (reranker) ships its weights on PyPI, so the worker's real loading and scoring code
+(sentence-transformers ``CrossEncoder``) runs on this one: a 2-layer BERT sequence classifier with one
+label and the all-MiniLM-L6-v2 starter's tokenizer. Its scores are meaningless; what matters is that
+the folder is a normal Hugging Face cross-encoder folder that ``CrossEncoder`` loads and scores with.
+
+Import the fixture into a test module: ``from tests.rerank_model import tiny_cross_encoder_path  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def build_tiny_cross_encoder(tokenizer_source: Path, folder: Path) -> Path:
+    """Save a tiny BERT cross-encoder (model + tokenizer) into ``folder``."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_path(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_cross_encoder(minilm_path, tmp_path_factory.mktemp("tiny-cross-encoder"))
