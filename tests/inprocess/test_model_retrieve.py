@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.inprocess.keyed_gateway import ADMIN, auth_on, bearer, create_key, keyed_gateway, worker
+from tests.helpers.auth import ADMIN, auth_on, authed_worker, bearer, create_key, keyed_gateway
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,8 +25,8 @@ def assert_not_found(resp: httpx.Response) -> None:
 
 async def test_a_model_card_by_id_on_workers_and_the_gateway(tmp_path: Path) -> None:
     async with AsyncExitStack() as es:
-        chat = await es.enter_async_context(worker(CHAT, auth=auth_on()))
-        emb = await es.enter_async_context(worker(EMB, "embedding", auth=auth_on()))
+        chat = await es.enter_async_context(authed_worker(CHAT, auth=auth_on()))
+        emb = await es.enter_async_context(authed_worker(EMB, "embedding", auth=auth_on()))
         url, _, _ = await es.enter_async_context(keyed_gateway(tmp_path, [chat, emb], auth=auth_on()))
         client = await es.enter_async_context(httpx.AsyncClient(timeout=15, trust_env=False, headers=ADMIN))
         listed = {card["id"]: card for card in (await client.get(f"{url}/v1/models")).json()["data"]}

@@ -24,7 +24,8 @@ import pytest_asyncio
 from common.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from model_service.app import create_app as create_worker
 from model_service.settings import WorkerSettings
-from tests.inprocess.test_gateway_servers import eventually, gateway, serve
+from tests.helpers.polling import eventually
+from tests.helpers.servers import gateway, serve
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -121,7 +122,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
             async def ready(url: str = url) -> bool:
                 return (await client.get(f"{url}/health")).status_code == 200
 
-            await eventually(ready)
+            await eventually(ready, f"{url} ready")
         urls["gateway"], _ = await es.enter_async_context(gateway(list(urls.values()), usage_log=usage_log))
         yield {"client": client, "usage_log": usage_log, **urls}
 
@@ -212,7 +213,7 @@ async def test_user_and_metadata_reach_the_usage_log(stack: dict[str, Any]) -> N
         lines = [json.loads(line) for line in stack["usage_log"].read_text().splitlines()]
         return wanted <= {(line.get("user"), line["endpoint"]) for line in lines}
 
-    await eventually(logged)
+    await eventually(logged, "the usage log lines")
     lines = [json.loads(line) for line in stack["usage_log"].read_text().splitlines()]
     chat = next(line for line in lines if line.get("user") == "end-user-7")
     assert chat["metadata"] == {"project": "p1"} and chat["safety_identifier"] == "hash-7"

@@ -14,10 +14,9 @@ import openai
 import pytest
 
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import loaded_engine, worker_client_for
-from tests.inprocess.keyed_gateway import auth_on, bearer, create_key, keyed_gateway, worker
-from tests.inprocess.test_gateway_servers import eventually
-from tests.rerank_model import tiny_cross_encoder_path  # noqa: F401
+from tests.helpers.auth import auth_on, authed_worker, bearer, create_key, keyed_gateway
+from tests.helpers.polling import eventually
+from tests.helpers.workers import loaded_engine, worker_client_for
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,8 +29,8 @@ CASES = [  # query, documents, the obviously relevant one
 
 async def test_rerank_through_the_gateway_with_keys_and_usage(tmp_path: Path) -> None:
     async with AsyncExitStack() as es:
-        chat = await es.enter_async_context(worker("chat", auth=auth_on()))
-        ranker = await es.enter_async_context(worker("org/fake-reranker", "rerank", auth=auth_on()))
+        chat = await es.enter_async_context(authed_worker("chat", auth=auth_on()))
+        ranker = await es.enter_async_context(authed_worker("org/fake-reranker", "rerank", auth=auth_on()))
         url, _, _ = await es.enter_async_context(keyed_gateway(tmp_path, [chat, ranker], auth=auth_on()))
         key = await create_key(url, name="ranker-user", models=["org/fake-reranker"])
         client = await es.enter_async_context(httpx.AsyncClient(base_url=url, timeout=15, trust_env=False,
@@ -76,13 +75,13 @@ async def test_rerank_through_the_gateway_with_keys_and_usage(tmp_path: Path) ->
             lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
             return sum(1 for x in lines if x["endpoint"] == "/v1/rerank" and x["status"] == 200) >= len(CASES)
 
-        await eventually(logged)
+        await eventually(logged, "the rerank usage lines")
         line = next(json.loads(x) for x in log.read_text().splitlines() if json.loads(x).get("user") == "u-1")
         assert line["model"] == "org/fake-reranker" and line["prompt_tokens"] > 0
         assert line["key_id"] == key["id"]
 
 
-async def test_the_cross_encoder_engine_scores_and_batches(tiny_cross_encoder_path: Path) -> None:  # noqa: F811
+async def test_the_cross_encoder_engine_scores_and_batches(tiny_cross_encoder_path: Path) -> None:
     """Real loading and scoring code on a tiny random model: scores are meaningless, the shape is not."""
     values = {"model_name": "tiny-ce", "model_type": "rerank", "model_path": str(tiny_cross_encoder_path),
               "dtype": "float32", "embedding_max_wait_ms": 50}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from model_service.settings import WorkerSettings
-from tests.inprocess.conftest import worker_client_for
+from tests.helpers.workers import worker_client_for
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 12}
 LLM = WorkerSettings(_env_file=None, engine="transformers", model_name="smollm2", model_type="llm",

@@ -4,15 +4,12 @@ No cross-encoder (reranker) ships its weights on PyPI, so the worker's real load
 (sentence-transformers ``CrossEncoder``) runs on this one: a 2-layer BERT sequence classifier with one
 label and the all-MiniLM-L6-v2 starter's tokenizer. Its scores are meaningless; what matters is that
 the folder is a normal Hugging Face cross-encoder folder that ``CrossEncoder`` loads and scores with.
-
-Import the fixture into a test module: ``from tests.rerank_model import tiny_cross_encoder_path  # noqa: F401``.
+The ``tiny_cross_encoder_path`` fixture (tests/inprocess/conftest.py) builds it once per session.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 
 def build_tiny_cross_encoder(tokenizer_source: Path, folder: Path) -> Path:
@@ -27,8 +24,3 @@ def build_tiny_cross_encoder(tokenizer_source: Path, folder: Path) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_cross_encoder_path(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_cross_encoder(minilm_path, tmp_path_factory.mktemp("tiny-cross-encoder"))
