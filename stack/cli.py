@@ -59,7 +59,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         workers=args.workers, registry_url=args.registry_url, default_chat_model=args.default_chat_model,
         default_embedding_model=args.default_embedding_model,
         default_transcription_model=args.default_transcription_model,
-        default_multimodal_model=args.default_multimodal_model, host=args.host, port=args.port,
+        default_multimodal_model=args.default_multimodal_model, default_rerank_model=args.default_rerank_model,
+        host=args.host, port=args.port,
     ))
     return _serve(create_app(settings), args)
 
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--default-embedding-model", default=None)
     gateway.add_argument("--default-transcription-model", default=None)
     gateway.add_argument("--default-multimodal-model", default=None)
+    gateway.add_argument("--default-rerank-model", default=None)
     gateway.set_defaults(func=_cmd_gateway)
 
     service_registry = sub.add_parser("service-registry", help="run the service registry (REGISTRY_* settings)")

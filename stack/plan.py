@@ -113,7 +113,8 @@ class Planner:
             out.append(self._service("models", "model-registry", d.ports.model_registry))
         out += [self._worker(i, model, replica, port) for i, model, replica, port in replica_ports(d)]
         flags = {"llm": "--default-chat-model", "embedding": "--default-embedding-model",
-                 "transcription": "--default-transcription-model", "multimodal": "--default-multimodal-model"}
+                 "transcription": "--default-transcription-model", "multimodal": "--default-multimodal-model",
+                 "rerank": "--default-rerank-model"}
         gateway_args = ["--registry-url", self.registry_url]
         for model_type, name in d.defaults().items():
             gateway_args += [flags[model_type], name]
