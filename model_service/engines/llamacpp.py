@@ -95,6 +95,7 @@ class LlamaCppEngine(TextGenerator):
         self.tokenizer: Any = None
         self.max_model_len: int | None = None
         self.server: EngineServer | None = None
+        self._binary: Path | None = None
 
     def load(self) -> None:
         """The blocking half (in the load thread): the binary must exist, then the tokenizer."""
@@ -104,14 +105,20 @@ class LlamaCppEngine(TextGenerator):
                                "`make llama-server` (scripts/build-llama-server.sh)")
         self.tokenizer, facts = load_gguf_tokenizer(self.gguf, self.settings.cache_dir)
         self.max_model_len = self.settings.max_model_len or facts.get("context_length") or 2048
-        threads = self.settings.llamacpp_threads or os.cpu_count()
-        parallel = self.settings.llamacpp_parallel or self.settings.engine_concurrency()
-        self.server = EngineServer("llama.cpp", lambda port: llama_server_argv(
-            binary, self.gguf, served_name=self.settings.model_name, port=port,
-            context_length=self.max_model_len, parallel=parallel, threads=threads,
-            gpu_layers="all" if self.settings.gpu_indices else None,
-            extra_args=self.settings.llamacpp_extra_args),
-            env=_gpu_env(self.settings.gpu_indices), start_timeout_s=self.settings.engine_start_timeout_s)
+        self._binary = binary
+        self.server = EngineServer("llama.cpp", self.argv, env=_gpu_env(self.settings.gpu_indices),
+                                   start_timeout_s=self.settings.engine_start_timeout_s)
+
+    def argv(self, port: int) -> list[str]:
+        """The child's command line: ``max_model_len`` per slot, one slot per admitted request."""
+        assert self._binary is not None and self.max_model_len is not None, "load() first"
+        gpu = bool(self.settings.gpu_indices)
+        return llama_server_argv(
+            self._binary, self.gguf, served_name=self.settings.model_name, port=port,
+            context_length=self.max_model_len,
+            parallel=self.settings.llamacpp_parallel or self.settings.engine_concurrency(),
+            threads=self.settings.llamacpp_threads or os.cpu_count(), gpu_layers="all" if gpu else None,
+            extra_args=self.settings.llamacpp_extra_args)
 
     async def serve(self) -> None:
         """The async half, on the worker's loop: start the child and wait until it answers."""
