@@ -21,11 +21,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from common.errors import InvalidRequestError
 from model_service.engine_paths import find_llama_server
 from model_service.engine_server import EngineServer, EngineState
 from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams, TextGenerator
-from model_service.engines.transformers_base import chat_template_errors
+from model_service.engines.transformers_base import chat_prompt_ids
 from model_service.llamacpp_args import llama_server_argv
 from model_service.settings import WorkerSettings
 
@@ -144,12 +143,7 @@ class LlamaCppEngine(TextGenerator):
                           dtype=None, max_model_len=self.max_model_len)
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidRequestError("This model has no chat template; use /v1/completions instead.",
-                                      code="no_chat_template")
-        with chat_template_errors():
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def text_prompt(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])

@@ -2,14 +2,14 @@
 
 ``model-service worker`` with ``MODEL_PATH`` naming the starter GGUF (``auto`` picks llamacpp from
 the file) supervises a real ``llama-server``; ``model-service gateway`` routes to it. Then the store
-path: the GGUF imported into a local store as a plain file is fetched, verified and served; one
-flipped byte in the stored copy makes a new worker refuse it before any llama-server starts.
+path: the GGUF imported into a local store as is (``models import x.gguf --as-is``) is fetched,
+verified and served; one flipped byte in the stored copy makes a new worker refuse it before any
+llama-server starts.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -115,15 +115,17 @@ def test_unknown_model_and_bad_parameter_in_our_shape(client: openai.OpenAI) -> 
 
 
 def test_gguf_from_the_store_then_a_flipped_byte_is_refused_before_the_engine_starts(tmp_path: Path) -> None:
-    """The GGUF stored as a plain file (the folder source), so its sha256 is checked on every fetch."""
-    folder = tmp_path / "gguf-folder"
-    folder.mkdir()
-    shutil.copy(GGUF, folder / GGUF.name)
+    """``models import x.gguf --as-is`` stores the file itself, so its sha256 is checked on every fetch."""
     settings = registry_settings("local", tmp_path, None)
     env = {**registry_env(settings), **WORKER_ENV, "WORKER_CACHE_DIR": str(tmp_path / "cache")}
-    imported = subprocess.run([sys.executable, "-m", "stack", "models", "import", str(folder), "--id", MODEL,
-                               "--type", "llm"], env={**os.environ, **env}, capture_output=True, timeout=300)
+    imported = subprocess.run([sys.executable, "-m", "stack", "models", "import", str(GGUF), "--id", MODEL,
+                               "--type", "llm", "--as-is"], env={**os.environ, **env}, capture_output=True,
+                              timeout=300)
     assert imported.returncode == 0, imported.stderr.decode()[-2000:]
+    store = open_storage(settings)
+    manifest = Catalog(store).manifest(MODEL, Catalog(store).resolve(MODEL))
+    assert [f.path for f in manifest.files] == [GGUF.name] and manifest.files[0].size == GGUF.stat().st_size
+    assert manifest.source["stored"] == "as is" and manifest.source["quantization"] == "Q4_1"
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -134,7 +136,6 @@ def test_gguf_from_the_store_then_a_flipped_byte_is_refused_before_the_engine_st
                                                              "max_tokens": 24}, timeout=120)
         assert "Paris" in resp.json()["choices"][0]["message"]["content"]
 
-    store = open_storage(settings)
     key = file_key(MODEL, Catalog(store).resolve(MODEL), GGUF.name)
     data = bytearray(store.get_bytes(key))
     data[len(data) // 2] ^= 0x01
