@@ -3,7 +3,8 @@ llama-server``) serving the starter GGUF, supervised by a real worker app on loo
 
 Loading, then ready; 429 when the one slot is taken; the same metric names as any other worker; a
 client that goes away frees llama-server's slot; the child killed with SIGKILL makes ``/health`` 503
-until the supervisor has restarted it, and then it answers again.
+until the supervisor has restarted it, and then it answers again, while the gateway sends the
+requests to another replica meanwhile.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from model_service.engines.llamacpp import LlamaCppEngine
 from model_service.settings import WorkerSettings
 from stack.starters import STARTER_LLM, package_dir
 from tests.helpers.polling import eventually
-from tests.helpers.servers import serve
+from tests.helpers.servers import gateway, serve
 from tests.helpers.workers import worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
@@ -145,6 +146,25 @@ async def test_child_killed_is_503_then_restarted_and_answering(cache: Path) -> 
         assert server.status.pid != pid and server.status.restarts == 1
         resp = await client.post(CHAT, json={"messages": QUESTION, "temperature": 0, "max_tokens": 24})
         assert resp.status_code == 200 and "Paris" in resp.json()["choices"][0]["message"]["content"]
+
+
+async def test_the_gateway_fails_over_while_the_child_restarts(cache: Path) -> None:
+    """A second replica of the same model (the fake engine: its answers are told apart) takes the
+    requests the restarting one refuses with 503; none reaches the client as an error."""
+    async with llamacpp_worker(cache) as (client, state), worker("smol") as (fake_url, _):
+        await ready(client)
+        async with gateway([str(client.base_url), fake_url], ordered=True, retries=2) as (url, _), \
+                httpx.AsyncClient(base_url=url, trust_env=False, timeout=120) as through:
+            body = {"model": "smol", "messages": QUESTION, "temperature": 0, "max_tokens": 24}
+            first = await through.post(CHAT, json=body)
+            assert "Paris" in first.json()["choices"][0]["message"]["content"]  # the llamacpp one, first in order
+            os.kill(engine_of(state).server.status.pid, signal.SIGKILL)
+            await eventually(lambda: state.engine.unavailable(), "the worker to see its child die", within_s=10)
+            answers = [await through.post(CHAT, json=body) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200] * 3, [a.text for a in answers]
+        # At least the first went to the fake replica (the llamacpp one may be back by the last).
+        assert "Paris" not in answers[0].json()["choices"][0]["message"]["content"]
+        await ready(client)
 
 
 async def _traffic(client: httpx.AsyncClient) -> set[str]:
