@@ -163,6 +163,8 @@ class LlamaCppEngine(TextGenerator):
                         yield delta
                     if delta is not None and delta.finish_reason is not None:
                         return
+        # A stream that ends without its last event was cut (the child died): an error, not a short answer.
+        raise RuntimeError("llama-server ended the stream before the sequence finished")
 
 
 def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:
@@ -182,7 +184,10 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
 
 
 def to_delta(event: dict[str, Any]) -> Delta | None:
-    """One streamed ``/completion`` event as a ``Delta`` (None for one with nothing in it)."""
+    """One streamed ``/completion`` event as a ``Delta`` (None for one with nothing in it); an error
+    event (llama-server reports a failure mid-stream this way) raises."""
+    if "error" in event:
+        raise RuntimeError(f"llama-server: {event['error']}")
     finish = FINISH.get(event.get("stop_type", ""), "stop") if event.get("stop") else None
     tokens = list(event.get("tokens") or [])
     text = event.get("content") or ""

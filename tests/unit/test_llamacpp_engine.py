@@ -67,3 +67,5 @@ def test_streamed_events_become_deltas() -> None:
     assert to_delta({"content": "", "tokens": [], "stop": True, "stop_type": "eos"}).finish_reason == "stop"
     assert to_delta({"content": "", "tokens": [], "stop": True, "stop_type": "limit"}).finish_reason == "length"
     assert to_delta({"content": "", "tokens": [], "stop": False}) is None
+    with pytest.raises(RuntimeError, match="slot unavailable"):
+        to_delta({"error": {"code": 503, "message": "slot unavailable"}})
