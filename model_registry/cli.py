@@ -99,8 +99,10 @@ def _import(args: argparse.Namespace) -> int:
     path = Path(args.path).resolve()
     with _catalog() as (catalog, settings), _bar(args.id) as progress:
         if is_gguf_path(path):
-            print(f"converting {path.name} to a Hugging Face folder (once)...", file=sys.stderr)
-            manifest = import_gguf(catalog, args.id, path, args.type, progress, args.revision, settings.tmp_dir)
+            if not args.as_is:
+                print(f"converting {path.name} to a Hugging Face folder (once)...", file=sys.stderr)
+            manifest = import_gguf(catalog, args.id, path, args.type, progress, args.revision, settings.tmp_dir,
+                                   as_is=args.as_is)
         else:
             manifest = import_folder(catalog, args.id, path, args.type, progress, args.revision)
     print(f"{args.id}@{manifest.revision}: {len(manifest.files)} files, {manifest.total_size} bytes")
@@ -172,6 +174,7 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     p.add_argument("--id", required=True)
     p.add_argument("--type", choices=MODEL_TYPES, default=None)
     p.add_argument("--revision", default=None, help="revision name (default: fingerprint of the folder)")
+    p.add_argument("--as-is", action="store_true", help="store a .gguf file itself (for the llamacpp engine)")
     p.set_defaults(func=_run(_import))
 
     p = subparsers.add_parser("export", help="write a model to one bundle file for an air-gapped site")

@@ -7,6 +7,7 @@ and the CLI set them); every other knob reads ``WORKER_<FIELD>``. ``device``/``d
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -114,6 +115,21 @@ class WorkerSettings(ServiceSettings):
     whisper_beam_size: int = Field(default=5, ge=1)
     whisper_cpu_threads: int = Field(default=0, ge=0)  # 0 = the library's default
 
+    # Supervised engine servers (llamacpp): seconds the child may take to answer its health check.
+    # llamacpp: CPU threads (default: every core), parallel slots (default: the admission slots, so
+    # every admitted request decodes at once; each slot holds a full max_model_len of KV cache), and
+    # more llama-server options, appended last so they win (e.g. "--flash-attn on").
+    engine_start_timeout_s: float = Field(default=300.0, gt=0)
+    llamacpp_threads: int | None = Field(default=None, ge=1)
+    llamacpp_parallel: int | None = Field(default=None, ge=1)
+    llamacpp_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("llamacpp_extra_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: Any) -> Any:
+        """Shell-style words, as typed in ``.env``: ``--flash-attn on --mlock``."""
+        return shlex.split(value) if isinstance(value, str) else value
+
     # Fake engine knobs, for HTTP-layer tests without a model.
     fake_token_delay_s: float = Field(default=0.0, ge=0.0)
     fake_load_delay_s: float = Field(default=0.0, ge=0.0)
@@ -124,7 +140,7 @@ class WorkerSettings(ServiceSettings):
     @model_validator(mode="after")
     def _known_engine(self) -> WorkerSettings:
         """An engine nobody registered, or one that does not serve model_type, fails here, at start-up."""
-        engine_name(self.engine, self.model_type)
+        engine_name(self.engine, self.model_type, self.model_path)
         return self
 
     def engine_concurrency(self) -> int:

@@ -68,15 +68,23 @@ class Worker:
         engine, self.engine = self.engine, None
         self.metrics.set_loaded(False)
         if engine is not None and engine is not self._given:
-            await asyncio.to_thread(engine.close)
+            await _close(engine)
 
     async def _load(self) -> None:
+        engine = None
         try:
             engine = await asyncio.to_thread(self._build_and_load)
+            await engine.serve()  # a supervised-server engine's child, started on this loop
         except Exception as exc:
             log.exception("loading model %s failed", self.settings.model_name)
             self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
+            if engine is not None:
+                await _close(engine)
             return
+        except asyncio.CancelledError:
+            if engine is not None:
+                await _close(engine)
+            raise
         self.engine, self.status = engine, "ok"
         self.metrics.set_loaded(True)
         log.info("model %s ready (%s)", self.settings.model_name, engine.info())
@@ -106,8 +114,13 @@ class Worker:
         )
 
     def ready_engine(self) -> Engine:
-        """The loaded engine, or a 503 that says whether to wait (loading) or give up (failed)."""
+        """The loaded engine, or a 503 that says whether to wait (loading, its server restarting) or
+        give up (failed)."""
         if self.engine is not None:
+            if (why := self.engine.unavailable()) is not None:
+                raise ServiceUnavailableError(f"Model '{self.settings.model_name}' is unavailable: {why}",
+                                              code="engine_unavailable",
+                                              headers={"Retry-After": str(max(self.settings.retry_after_s, 1))})
             return self.engine
         if self.status == "error":
             raise ServiceUnavailableError(f"Model '{self.settings.model_name}' failed to load: {self.error}",
@@ -115,3 +128,11 @@ class Worker:
         raise ServiceUnavailableError(f"Model '{self.settings.model_name}' is still loading; retry shortly.",
                                       code="model_loading",
                                       headers={"Retry-After": str(max(self.settings.retry_after_s, 1))})
+
+
+async def _close(engine: Engine) -> None:
+    """Stop an engine: its async part (a child server) on this loop, then the blocking part."""
+    try:
+        await engine.aclose()
+    finally:
+        await asyncio.to_thread(engine.close)

@@ -1,4 +1,9 @@
-"""Import a GGUF file: convert it once into a normal Hugging Face folder, then store that folder.
+"""Import a GGUF file: as is, for the llamacpp engine, or converted once into a Hugging Face folder.
+
+Stored as is (``import_gguf(..., as_is=True)``, ``models import x.gguf --as-is``), the file is one
+object of the revision like any other (sha256-verified on every fetch), with its quantization type in
+the manifest's ``source``; a worker fetching it gets a folder holding the ``.gguf``, which ``auto``
+runs on llama.cpp. Converted (the default), it is served by the transformers engine.
 
 Loading GGUF through transformers dequantises every tensor on each load (~20 s for a 135M model on a
 small CPU), so the registry does it once: the weights are dequantised, saved as bf16 safetensors with
@@ -35,8 +40,9 @@ def is_gguf_path(path: str | Path) -> bool:
     return str(path).lower().endswith(".gguf")
 
 
-def check_gguf(path: str | Path) -> Path:
-    """The GGUF file to import, or a 400 naming what is wrong (path, magic bytes, missing packages)."""
+def check_gguf(path: str | Path, convert: bool = True) -> Path:
+    """The GGUF file to import, or a 400 naming what is wrong (path, magic bytes, and for a conversion
+    missing packages)."""
     file = Path(path).expanduser()
     if not file.is_absolute():
         raise InvalidRequestError(f"The import path '{path}' must be absolute.", param="path")
@@ -46,7 +52,7 @@ def check_gguf(path: str | Path) -> Path:
         if f.read(4) != GGUF_MAGIC:
             raise InvalidRequestError(f"'{path}' is not a GGUF file (no GGUF magic bytes).", param="path",
                                       code="invalid_gguf")
-    missing = [p for p in CONVERSION_PACKAGES if importlib.util.find_spec(p) is None]
+    missing = [p for p in CONVERSION_PACKAGES if convert and importlib.util.find_spec(p) is None]
     if missing:
         raise InvalidRequestError(
             f"Converting a GGUF file needs {', '.join(missing)} on the registry host; install the worker "
@@ -55,11 +61,28 @@ def check_gguf(path: str | Path) -> Path:
     return file
 
 
-def gguf_fingerprint(file: Path) -> str:
+def gguf_fingerprint(file: Path, prefix: str = "gguf-") -> str:
     """Revision name from name, size and mtime (like a folder's), so re-importing lands on the same one."""
     st = file.stat()
     digest = hashlib.sha256(f"{file.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return "gguf-" + digest.hexdigest()[:16]
+    return prefix + digest.hexdigest()[:16]
+
+
+def gguf_quantization(file: Path) -> str | None:
+    """The file's quantization type from its ``general.file_type`` (``Q4_1``, ``F16``...); None when
+    the file does not say or the ``gguf`` package is not installed."""
+    if importlib.util.find_spec("gguf") is None:
+        return None
+    from gguf import GGUFReader, LlamaFileType
+
+    field = GGUFReader(file).fields.get("general.file_type")
+    if field is None:
+        return None
+    value = int(field.contents())
+    try:
+        return LlamaFileType(value).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return str(value)
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -94,20 +117,27 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
 
 def import_gguf(catalog: Catalog, model_id: str, gguf_file: str | Path, model_type: ModelType | None = None,
                 progress: Progress | None = None, revision: str | None = None,
-                tmp_dir: Path | None = None) -> Manifest:
-    """Convert ``gguf_file`` in a scratch folder and store the result as one revision (skipped if complete)."""
+                tmp_dir: Path | None = None, as_is: bool = False) -> Manifest:
+    """Store ``gguf_file`` as one revision (skipped if complete): the file itself with ``as_is``,
+    else the Hugging Face folder it converts to in a scratch folder."""
     validate_model_id(model_id)
     if model_type not in (None, "llm"):
-        raise InvalidRequestError("A GGUF file converts to a causal language model: use type 'llm'.",
+        raise InvalidRequestError("A GGUF file holds a causal language model: use type 'llm'.",
                                   param="model_type")
-    file = check_gguf(gguf_file)
-    revision = revision or gguf_fingerprint(file)
+    file = check_gguf(gguf_file, convert=not as_is)
+    revision = revision or gguf_fingerprint(file, "gguf-file-" if as_is else "gguf-")
     if catalog.is_complete(model_id, revision):
         return catalog.manifest(model_id, revision)
     source = {"kind": "gguf", "file": file.name, "path": str(file), "size": file.stat().st_size,
-              "sha256": file_sha256(file), "converted_to": "bf16 safetensors"}
-    with tempfile.TemporaryDirectory(prefix="gguf-convert-", dir=tmp_dir) as scratch:
+              "sha256": file_sha256(file)}
+    with tempfile.TemporaryDirectory(prefix="gguf-import-", dir=tmp_dir) as scratch:
         folder = Path(scratch) / "model"
-        convert_gguf(file, folder)
+        if as_is:  # a folder with a link to the file: the folder source stores (and hashes) the file itself
+            folder.mkdir()
+            (folder / file.name).symlink_to(file)
+            source.update(stored="as is", quantization=gguf_quantization(file))
+        else:
+            convert_gguf(file, folder)
+            source["converted_to"] = "bf16 safetensors"
         return import_folder(catalog, model_id, folder, "llm", progress, revision=revision, source=source)
 

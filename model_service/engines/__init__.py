@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_service.engines.base import Embedder, Engine, Reranker, TextGenerator, Transcriber
@@ -47,6 +48,8 @@ ENGINES: dict[str, EngineSpec] = {
     "cross-encoder": EngineSpec("model_service.engines.rerank:CrossEncoderEngine", ("rerank",)),
     # faster-whisper for a CTranslate2 folder, transformers for a Hugging Face one (whisper.folder_kind).
     "whisper": EngineSpec("model_service.engines.whisper:build_whisper_engine", ("transcription",)),
+    # llama.cpp's llama-server, supervised as a child, for a GGUF file (or a folder holding one).
+    "llamacpp": EngineSpec("model_service.engines.llamacpp:LlamaCppEngine", ("llm",)),
 }
 # What ``engine=auto`` runs for each model type.
 AUTO = {"llm": "transformers", "multimodal": "transformers-vision", "embedding": "sentence-transformers",
@@ -57,10 +60,15 @@ CAPABILITIES: dict[str, type[Engine]] = {"llm": TextGenerator, "multimodal": Tex
                                          "rerank": Reranker}
 
 
-def engine_name(engine: str, model_type: str) -> str:
+def engine_name(engine: str, model_type: str, model_path: str | None = None) -> str:
     """The registered engine that ``engine`` (a name or ``auto``) means for ``model_type``; ValueError
-    for a name nobody registered or an engine that does not serve this model type."""
+    for a name nobody registered or an engine that does not serve this model type. ``auto`` picks
+    ``AUTO[model_type]``, except that an llm whose ``model_path`` is a GGUF file (or a folder holding
+    one) runs on llamacpp: transformers would have to de-quantise it. A store model's path is only
+    known once fetched, so the worker asks again with the fetched folder."""
     name = AUTO.get(model_type, "") if engine == "auto" else engine
+    if engine == "auto" and model_type == "llm" and model_path and _is_gguf(model_path):
+        name = "llamacpp"
     spec = ENGINES.get(name)
     if spec is None:
         raise ValueError(f"unknown engine {engine!r}; use 'auto' or one of {sorted(ENGINES)}")
@@ -69,9 +77,17 @@ def engine_name(engine: str, model_type: str) -> str:
     return name
 
 
+def _is_gguf(model_path: str) -> bool:
+    path = Path(model_path)
+    """A .gguf file, or a folder holding one and no Hugging Face config (which transformers would load)."""
+    if path.is_dir():
+        return not (path / "config.json").exists() and any(path.glob("*.gguf"))
+    return path.suffix == ".gguf"
+
+
 def build_engine(settings: WorkerSettings) -> Engine:
     """The engine the settings name, not loaded yet; it must have the capability its model type needs."""
-    name = engine_name(settings.engine, settings.model_type)
+    name = engine_name(settings.engine, settings.model_type, settings.model_path)
     engine = ENGINES[name].build(settings)
     needs = CAPABILITIES[settings.model_type]
     if not isinstance(engine, needs):

@@ -120,6 +120,20 @@ class Engine(ABC):
     @abstractmethod
     def info(self) -> EngineInfo: ...
 
+    async def serve(self) -> None:
+        """The async part of loading, awaited on the worker's event loop after ``load()``: a
+        supervised-server engine starts its child here and returns once it answers."""
+        return None
+
+    async def aclose(self) -> None:
+        """The async part of closing, awaited on the worker's loop before ``close()``: stop the child."""
+        return None
+
+    def unavailable(self) -> str | None:
+        """Why a loaded engine cannot serve right now (its child server restarting or given up), or
+        None; the worker's ``/health`` answers 503 with this while it is set."""
+        return None
+
     def observe_batch(self, rows: int) -> None:
         """Report one batched step of ``rows`` sequences or inputs (any thread)."""
         if self.batch_observer is not None:

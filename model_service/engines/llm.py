@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from common.errors import InvalidRequestError
 from model_service.engines.llm_batch import Sequence
 from model_service.engines.model_facts import context_length, eos_ids
 from model_service.engines.scheduler import BatchScheduler
 from model_service.engines.threads import DONE
-from model_service.engines.transformers_base import TransformersGenerator, chat_template_errors, logits_width
+from model_service.engines.transformers_base import TransformersGenerator, chat_prompt_ids, logits_width
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -54,12 +53,7 @@ class TransformersLLM(TransformersGenerator):
         self.tokenizer = None
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InvalidRequestError("This model has no chat template; use /v1/completions instead.",
-                                      code="no_chat_template")
-        with chat_template_errors():
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def start(self, seq: Sequence, media: Any) -> None:
         if self._scheduler is None:

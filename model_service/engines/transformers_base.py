@@ -101,6 +101,17 @@ def chat_template_errors(*more: type[Exception]) -> Iterator[None]:
                                   param="messages", code="invalid_messages") from exc
 
 
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """Token ids of ``tokenizer``'s chat template applied to ``messages`` with the generation prompt
+    (the template adds the special tokens, so the tokenizer adds none); 400 without a template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidRequestError("This model has no chat template; use /v1/completions instead.",
+                                  code="no_chat_template")
+    with chat_template_errors():
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _article(model_type: str) -> str:
     return "an" if model_type in ("llm", "embedding") else "a"
 

@@ -23,10 +23,10 @@ health_router = APIRouter()
 
 @health_router.get("/health", response_model=WorkerHealth, responses={503: {"description": "loading or failed"}})
 async def health(worker: WorkerDep) -> WorkerHealth:
-    """200 only once the model is loaded, so load balancers and the registry wait for it."""
-    if worker.engine is None:
-        # Goes through the error table: OpenAI's shape, with Retry-After while loading.
-        worker.ready_engine()
+    """200 only once the model is loaded and its engine can serve (a supervised engine server that is
+    restarting makes it 503 again), so load balancers and the registry wait for it."""
+    # Goes through the error table: OpenAI's shape, with Retry-After while loading.
+    worker.ready_engine()
     return worker.health()
 
 
