@@ -12,6 +12,7 @@ import torch
 from common.errors import InvalidRequestError, OverloadedError
 from common.protocol import ChatCompletionRequest, CompletionRequest
 from model_service.admission import Admission
+from model_service.engines import hardware
 from model_service.engines.base import SamplingParams
 from model_service.engines.detok import IncrementalDecoder
 from model_service.engines.hardware import resolve_device, resolve_dtype
@@ -184,19 +185,41 @@ def test_settings_reject_unknown_model_type(monkeypatch):
 def test_device_and_dtype_resolution(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu" and resolve_device("cuda:1") == "cuda:1"
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    # AVX-512 BF16 without AMX: bf16 runs, but slower than fp32 (docs/BENCHMARKS.md), so auto stays fp32.
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert resolve_dtype("auto", "cpu") == torch.bfloat16
+
+    def cpu(avx512_bf16: bool, amx: bool, speedup: float | None = None) -> torch.dtype:
+        """What auto picks on a CPU with these flags, the probe (if it runs) measuring ``speedup``."""
+        hardware.cpu_auto_dtype.cache_clear()
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        probes: list[float] = []
+
+        def probe() -> float:
+            assert speedup is not None, "the probe ran where the flags decide alone"
+            probes.append(speedup)
+            return speedup
+
+        monkeypatch.setattr(hardware, "probe_bf16_speedup", probe)
+        first, again = resolve_dtype("auto", "cpu"), resolve_dtype("auto", "cpu")
+        assert first == again and len(probes) <= 1  # measured once per process
+        hardware.cpu_auto_dtype.cache_clear()
+        return first
+
+    assert cpu(avx512_bf16=False, amx=False) == torch.float32  # bf16 would be emulated
+    assert cpu(avx512_bf16=True, amx=True) == torch.bfloat16  # AMX tiles
+    # AVX-512 BF16 alone: measured. Slower or about as fast stays float32; clearly faster is bf16.
+    assert cpu(avx512_bf16=True, amx=False, speedup=0.8) == torch.float32
+    assert cpu(avx512_bf16=True, amx=False, speedup=1.1) == torch.float32
+    assert cpu(avx512_bf16=True, amx=False, speedup=2.0) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_dtype("auto", "cuda") == torch.float16
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int3", "cpu")
+
+
+def test_the_bf16_probe_measures_a_ratio():
+    speedup = hardware.probe_bf16_speedup()
+    assert 0 < speedup < float("inf")
 
 
 # --- admission ---------------------------------------------------------------------------------
