@@ -172,11 +172,12 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
     """The ``/completion`` request for one sequence. llama.cpp's own sampling defaults (top-k 40,
     min-p 0.05, repeat penalty 1.1 over the last 64 tokens) are replaced by the request's values, so
     the OpenAI parameters (and the vLLM extensions the worker accepts) mean what they say: the
-    repetition penalty covers the whole context (``repeat_last_n`` -1), as vLLM's does."""
+    repetition penalty covers the whole sequence, prompt included, as vLLM's does (``repeat_last_n``
+    spans it; this server refuses -1, the CLI's "whole context")."""
     body: dict[str, Any] = {
         "prompt": prompt_ids, "stream": True, "return_tokens": True, "n_predict": params.max_tokens,
         "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k, "min_p": params.min_p,
-        "repeat_penalty": params.repetition_penalty, "repeat_last_n": -1,
+        "repeat_penalty": params.repetition_penalty, "repeat_last_n": len(prompt_ids) + params.max_tokens,
         "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
         "cache_prompt": True,
     }

@@ -148,3 +148,24 @@ def test_gguf_from_the_store_then_a_flipped_byte_is_refused_before_the_engine_st
         error = health.json()["error"]
         assert error["code"] == "model_load_failed" and f"Checksum mismatch for file '{GGUF.name}'" in error["message"]
         assert not psutil.Process(worker.pid).children(recursive=True)  # no llama-server was started
+
+
+def test_sampling_extensions_reach_llama_server(client: openai.OpenAI,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """top_k and logit_bias (vLLM's extensions, and OpenAI's) change what llama-server samples."""
+    kwargs = {"model": MODEL, "messages": QUESTION, "max_tokens": 12}
+    greedy = client.chat.completions.create(**kwargs, temperature=0).choices[0].message.content
+    assert "Paris" in greedy
+    # top_k=1 leaves one candidate: any temperature and seed give the greedy answer.
+    for seed in (1, 2):
+        sampled = client.chat.completions.create(**kwargs, temperature=1.5, seed=seed, extra_body={
+            "top_k": 1, "min_p": 0.0, "repetition_penalty": 1.0})
+        assert sampled.choices[0].message.content == greedy
+    # A -100 bias on every token of " Paris" and "Paris" keeps the city out of the greedy answer.
+    from transformers import AutoTokenizer
+
+    cached = next(Path(p) for p in tmp_path_factory.getbasetemp().glob("llamacpp-sdk*/cache/gguf-tokenizers/*"))
+    tokenizer = AutoTokenizer.from_pretrained(cached)
+    banned = {t for word in ("Paris", " Paris") for t in tokenizer(word, add_special_tokens=False)["input_ids"]}
+    biased = client.chat.completions.create(**kwargs, temperature=0, logit_bias={str(t): -100 for t in banned})
+    assert "Paris" not in biased.choices[0].message.content

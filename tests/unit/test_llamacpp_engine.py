@@ -57,10 +57,10 @@ def test_completion_body_sends_token_ids_and_openai_sampling() -> None:
 
 
 def test_completion_body_passes_the_vllm_sampling_extensions() -> None:
-    body = completion_body([1], SamplingParams(max_tokens=1, top_k=5, min_p=0.1, repetition_penalty=1.2,
-                                               logit_bias={3: -100.0, 9: 2.5}))
+    body = completion_body([1, 2, 3], SamplingParams(max_tokens=4, top_k=5, min_p=0.1, repetition_penalty=1.2,
+                                                     logit_bias={3: -100.0, 9: 2.5}))
     assert body["top_k"] == 5 and body["min_p"] == 0.1 and body["repeat_penalty"] == 1.2
-    assert body["repeat_last_n"] == -1  # the whole context, as vLLM's repetition_penalty
+    assert body["repeat_last_n"] == 3 + 4  # prompt and output, as vLLM's repetition_penalty
     assert body["logit_bias"] == [[3, -100.0], [9, 2.5]]
 
 
