@@ -20,6 +20,10 @@ from common.records import ModelType
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 StarterName = Literal["llm", "embedding", "transcription"]
+# The gateway's name for each model type's default model (GATEWAY_DEFAULT_<KIND>_MODEL,
+# --default-<kind>-model).
+GATEWAY_DEFAULT_KIND = {"llm": "chat", "embedding": "embedding", "transcription": "transcription",
+                        "multimodal": "multimodal", "rerank": "rerank"}
 # An engine argument is one scalar WorkerSettings field (e.g. dtype, whisper_beam_size).
 EngineArg = StrictBool | int | float | str
 FieldPath = tuple[str | int, ...]

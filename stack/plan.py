@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stack.deployment import Deployment, ModelSpec, replica_ports, service_ports
+from stack.deployment import GATEWAY_DEFAULT_KIND, Deployment, ModelSpec, replica_ports, service_ports
 
 if TYPE_CHECKING:
     import subprocess
@@ -112,12 +112,7 @@ class Planner:
         if d.ports.model_registry is not None:
             out.append(self._service("models", "model-registry", d.ports.model_registry))
         out += [self._worker(i, model, replica, port) for i, model, replica, port in replica_ports(d)]
-        flags = {"llm": "--default-chat-model", "embedding": "--default-embedding-model",
-                 "transcription": "--default-transcription-model", "multimodal": "--default-multimodal-model",
-                 "rerank": "--default-rerank-model"}
-        gateway_args = ["--registry-url", self.registry_url]
-        for model_type, name in d.defaults().items():
-            gateway_args += [flags[model_type], name]
+        gateway_args = ["--registry-url", self.registry_url, *gateway_default_flags(d)]
         gateway = self._service("gateway", "gateway", d.ports.gateway, *gateway_args)
         if d.ports.model_registry is not None:  # the console's Models page reads the store through it
             gateway.env["GATEWAY_MODEL_REGISTRY_URL"] = f"http://{d.host}:{d.ports.model_registry}"
@@ -138,19 +133,32 @@ class Planner:
                 "--log-level", self.log_level, "--registry-url", self.registry_url, "--advertise-url", url]
         if model.engine != "fake":
             argv += ["--model-source", "store", "--model-revision", self.revisions[model.id]]
-        env = {"WORKER_ID": f"{model.name}-r{replica}"}
-        if model.name != model.id:
-            env["WORKER_STORE_MODEL_ID"] = model.id
+        env = worker_env(model, replica)
         gpus = self.gpus.get((index, replica))
         if gpus:
             argv += ["--device", f"cuda:{gpus[0]}"]
             env["WORKER_GPU_INDICES"] = ",".join(map(str, gpus))
         elif model.placement.device == "cpu":
             argv += ["--device", "cpu"]
-        settings = {**model.engine_args, **model.limits.model_dump(exclude_none=True)}
-        env.update({f"WORKER_{key.upper()}": _env_value(value) for key, value in settings.items()})
         label = model.type if model.replicas == 1 else f"{model.type}-{replica}"
         return Child(label, argv, env, f"http://{host}:{port}", model=model.name)
+
+
+def worker_env(model: ModelSpec, replica: int) -> dict[str, str]:
+    """The ``WORKER_*`` settings one replica gets from the file, the same for ``up`` and rendered compose:
+    its own id, the store id when it differs from the served name, engine arguments and limits."""
+    env = {"WORKER_ID": f"{model.name}-r{replica}"}
+    if model.name != model.id:
+        env["WORKER_STORE_MODEL_ID"] = model.id
+    settings = {**model.engine_args, **model.limits.model_dump(exclude_none=True)}
+    env.update({f"WORKER_{key.upper()}": _env_value(value) for key, value in settings.items()})
+    return env
+
+
+def gateway_default_flags(d: Deployment) -> list[str]:
+    """``--default-chat-model NAME`` and the like for every type the file has a default for."""
+    return [arg for model_type, name in d.defaults().items()
+            for arg in (f"--default-{GATEWAY_DEFAULT_KIND[model_type]}-model", name)]
 
 
 def _env_value(value: object) -> str:

@@ -17,18 +17,16 @@ from typing import Any
 
 import yaml
 
-from stack.deployment import Deployment, ModelSpec, replica_ports
-from stack.plan import gpu_assignment
+from stack.deployment import GATEWAY_DEFAULT_KIND, Deployment, ModelSpec, replica_ports
+from stack.plan import gpu_assignment, worker_env
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 INFRA = ("minio", "minio-init", "model-registry", "service-registry", "gateway")
 # The container port each infrastructure service listens on, and its host-port key in the file.
 PUBLISHED = {"gateway": (8080, "gateway"), "service-registry": (8070, "service_registry"),
              "model-registry": (8090, "model_registry")}
-START_PERIOD = {"llm": "300s", "multimodal": "600s", "embedding": "120s", "transcription": "300s"}
-DEFAULT_ENV = {"llm": "GATEWAY_DEFAULT_CHAT_MODEL", "embedding": "GATEWAY_DEFAULT_EMBEDDING_MODEL",
-               "transcription": "GATEWAY_DEFAULT_TRANSCRIPTION_MODEL",
-               "multimodal": "GATEWAY_DEFAULT_MULTIMODAL_MODEL"}
+START_PERIOD = {"llm": "300s", "multimodal": "600s", "embedding": "120s", "transcription": "300s", "rerank": "120s"}
+DEFAULT_ENV = {model_type: f"GATEWAY_DEFAULT_{kind.upper()}_MODEL" for model_type, kind in GATEWAY_DEFAULT_KIND.items()}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -68,14 +66,10 @@ def _worker(template: dict[str, Any], model: ModelSpec, name: str, replica: int,
         "MODEL_NAME": model.name, "MODEL_TYPE": model.type, "WORKER_ENGINE": model.engine,
         "WORKER_MODEL_SOURCE": "store", "WORKER_MODEL_REVISION": model.source.store or "current",
         "WORKER_REGISTRY_URL": "http://service-registry:8070", "WORKER_ADVERTISE_URL": f"http://{name}:{port}",
-        "WORKER_ID": f"{model.name}-r{replica}",
+        **worker_env(model, replica),
     })
-    if model.name != model.id:
-        env["WORKER_STORE_MODEL_ID"] = model.id
     if model.placement.device == "cpu":
         env["WORKER_DEVICE"] = "cpu"
-    settings = {**model.engine_args, **model.limits.model_dump(exclude_none=True)}
-    env.update({f"WORKER_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()})
     env["HEALTHCHECK_URL"] = f"http://127.0.0.1:{port}/health"
     service["command"] = ["model-service", "worker", "--host", "0.0.0.0", "--port", str(port)]
     service["environment"] = env
