@@ -14,13 +14,9 @@ use ``CONSOLE_SCREENSHOTS=docs/console``).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +27,8 @@ import pytest
 
 from common.auth import new_secret
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM, STARTER_TRANSCRIPTION
+from tests.helpers.ports import free_ports
+from tests.helpers.stack import RunningStack, start_stack
 
 pytestmark = pytest.mark.e2e
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -39,74 +37,24 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ADMIN_KEY = new_secret()
-READY_TIMEOUT_S = 300.0
 STEP_MS = 120_000  # one real chat answer or transcription on two shared CPU cores
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free right now (the sockets stay open until all are picked)."""
-    with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(n)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-class Stack:
-    """``python -m stack up`` with keys on, its key file and usage log in a temporary folder."""
-
-    def __init__(self, home: Path) -> None:
-        ports = free_ports(6)
-        self.url = f"http://127.0.0.1:{ports[0]}"
-        self.registry_url = f"http://127.0.0.1:{ports[3]}"
-        self.home = home
-        self.log_path = home / "stack.log"
-        self.env = env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_SERVICE_AUTH": "true",
-                          "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY, "MODEL_SERVICE_SERVICE_TOKEN": new_secret(),
-                          "GATEWAY_KEYS_FILE": str(home / "keys.json"),
-                          "GATEWAY_USAGE_LOG": str(home / "usage.log"),
-                          "GATEWAY_MODEL_REGISTRY_URL": f"http://127.0.0.1:{ports[4]}"}
-        flags = ["--gateway-port", "--llm-port", "--embedding-port", "--registry-port", "--model-registry-port",
-                 "--transcription-port"]
-        argv = [sys.executable, "-m", "stack", "up", "--ready-timeout", str(READY_TIMEOUT_S)]
-        for flag, port in zip(flags, ports, strict=True):
-            argv += [flag, str(port)]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"stack exited with {self.proc.returncode}:\n{self.log()}")
-            if "Model Service Platform is up." in self.log():
-                return
-            time.sleep(0.5)
-        pytest.fail(f"stack not ready in {READY_TIMEOUT_S} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {"authorization": f"Bearer {ADMIN_KEY}"}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, trust_env=False, **kw)
+def admin(stack: RunningStack, method: str, path: str, **kw: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    return httpx.request(method, f"{stack.gateway_url}{path}", headers=headers, timeout=30, trust_env=False, **kw)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path, minilm_path: Path,
-          whisper_path: Path) -> Iterator[Stack]:
-    running = Stack(tmp_path_factory.mktemp("console-stack"))
+          whisper_path: Path) -> Iterator[RunningStack]:
+    """``python -m stack up`` with keys on, its key file and usage log in a temporary folder."""
+    home = tmp_path_factory.mktemp("console-stack")
+    env = {"MODEL_SERVICE_AUTH": "true", "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY,
+           "MODEL_SERVICE_SERVICE_TOKEN": new_secret(), "GATEWAY_KEYS_FILE": str(home / "keys.json"),
+           "GATEWAY_USAGE_LOG": str(home / "usage.log")}
+    running = start_stack(home, env=env, api_key=ADMIN_KEY)
     try:
-        running.wait_ready()
         yield running
     finally:
         running.stop()
@@ -136,7 +84,7 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def chromium(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+def chromium(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (run scripts/ci-deps.sh)")
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
@@ -144,7 +92,7 @@ def chromium(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with playwright_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield Browser(browser, stack.url, shots)
+            yield Browser(browser, stack.gateway_url, shots)
         finally:
             browser.close()
 
@@ -167,7 +115,7 @@ def signed_in(browser: Browser, page_name: str = "overview") -> Any:
     return page
 
 
-def test_sign_in_then_the_overview_lists_every_replica(stack: Stack, browser: Browser) -> None:
+def test_sign_in_then_the_overview_lists_every_replica(stack: RunningStack, browser: Browser) -> None:
     page = browser.page()
     page.goto(f"{browser.gateway}/")
     assert page.url == f"{browser.gateway}/ui/"
@@ -179,7 +127,7 @@ def test_sign_in_then_the_overview_lists_every_replica(stack: Stack, browser: Br
     page.click("#sign-in-form button")
     page.wait_for_selector("#who:has-text('admin key')")
     assert page.evaluate("Object.keys(sessionStorage)") == ["model-service-key"]
-    replicas = stack.admin("GET", "/services").json()["data"]
+    replicas = admin(stack, "GET", "/services").json()["data"]
     assert {r["model"] for r in replicas} >= {STARTER_LLM.model_id, STARTER_EMBEDDING.model_id,
                                               STARTER_TRANSCRIPTION.model_id}
     page.wait_for_selector("#replicas table")
@@ -194,7 +142,7 @@ def test_sign_in_then_the_overview_lists_every_replica(stack: Stack, browser: Br
     browser.shot(page, "overview")
 
 
-def test_the_models_page_lists_what_the_store_holds(stack: Stack, browser: Browser) -> None:
+def test_the_models_page_lists_what_the_store_holds(stack: RunningStack, browser: Browser) -> None:
     page = signed_in(browser, "models")
     page.wait_for_selector("#store-models table")
     listed = page.inner_text("#store-models")
@@ -205,7 +153,7 @@ def test_the_models_page_lists_what_the_store_holds(stack: Stack, browser: Brows
 
 
 def test_playground_streams_a_real_chat_answer_and_runs_the_other_modalities(
-        stack: Stack, browser: Browser, speech_wav: Path) -> None:
+        stack: RunningStack, browser: Browser, speech_wav: Path) -> None:
     page = signed_in(browser, "playground")
     page.select_option("#chat-model", STARTER_LLM.model_id)
     page.fill("#chat-temperature", "0")
@@ -238,7 +186,7 @@ def test_playground_streams_a_real_chat_answer_and_runs_the_other_modalities(
     assert "client.audio.transcriptions.create" in page.inner_text("pre.sdk")
 
 
-def test_a_key_made_in_the_page_works_until_revoked_in_the_page(stack: Stack, browser: Browser) -> None:
+def test_a_key_made_in_the_page_works_until_revoked_in_the_page(stack: RunningStack, browser: Browser) -> None:
     page = signed_in(browser, "keys")
     page.fill("#key-name", "console-made")
     page.fill("#key-models", STARTER_LLM.model_id)
@@ -246,11 +194,11 @@ def test_a_key_made_in_the_page_works_until_revoked_in_the_page(stack: Stack, br
     page.fill("#key-tpm", "100000")
     page.click("#key-create")
     secret = page.inner_text("#key-secret").strip()
-    listed = {k["name"]: k for k in stack.admin("GET", "/admin/keys").json()["data"]}
+    listed = {k["name"]: k for k in admin(stack, "GET", "/admin/keys").json()["data"]}
     made = listed["console-made"]
     assert made["models"] == [STARTER_LLM.model_id] and made["rpm"] == 100 and made["tpm"] == 100000
     browser.shot(page, "keys")
-    with openai.OpenAI(base_url=f"{stack.url}/v1", api_key=secret, max_retries=0, timeout=120) as client:
+    with openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=secret, max_retries=0, timeout=120) as client:
         answer = client.chat.completions.create(model=STARTER_LLM.model_id, max_tokens=4,
                                                 messages=[{"role": "user", "content": "Hi"}])
         assert answer.usage is not None and answer.usage.completion_tokens > 0
@@ -262,9 +210,9 @@ def test_a_key_made_in_the_page_works_until_revoked_in_the_page(stack: Stack, br
     assert refused.value.status_code == 401
 
 
-def test_the_usage_page_shows_a_request_just_made(stack: Stack, browser: Browser) -> None:
-    key = stack.admin("POST", "/admin/keys", json={"name": "usage-probe"}).json()
-    with openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key["key"], max_retries=0, timeout=120) as client:
+def test_the_usage_page_shows_a_request_just_made(stack: RunningStack, browser: Browser) -> None:
+    key = admin(stack, "POST", "/admin/keys", json={"name": "usage-probe"}).json()
+    with openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key["key"], max_retries=0, timeout=120) as client:
         client.embeddings.create(model=STARTER_EMBEDDING.model_id, input="usage shows this")
     page = signed_in(browser, "usage")
     page.wait_for_selector("#usage-recent table")
@@ -275,8 +223,8 @@ def test_the_usage_page_shows_a_request_just_made(stack: Stack, browser: Browser
     browser.shot(page, "usage")
 
 
-def test_a_user_key_sees_the_playground_with_its_models_only(stack: Stack, browser: Browser) -> None:
-    key = stack.admin("POST", "/admin/keys", json={"name": "chat-only", "models": [STARTER_LLM.model_id]}).json()
+def test_a_user_key_sees_the_playground_with_its_models_only(stack: RunningStack, browser: Browser) -> None:
+    key = admin(stack, "POST", "/admin/keys", json={"name": "chat-only", "models": [STARTER_LLM.model_id]}).json()
     page = browser.page()
     page.goto(f"{browser.gateway}/ui/#overview")
     page.fill("#sign-in-key", key["key"])
@@ -292,7 +240,7 @@ def test_a_user_key_sees_the_playground_with_its_models_only(stack: Stack, brows
     assert "no embedding model" in page.locator("#embed-model option").first.inner_text()
 
 
-def test_api_docs_render_offline(stack: Stack, browser: Browser) -> None:
+def test_api_docs_render_offline(stack: RunningStack, browser: Browser) -> None:
     page = browser.page()
     page.goto(f"{browser.gateway}/docs")
     page.wait_for_selector(".swagger-ui .opblock")
@@ -304,14 +252,14 @@ def test_api_docs_render_offline(stack: Stack, browser: Browser) -> None:
     assert page.locator("[data-section-id^='operation/']").count() >= 10
 
 
-def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: Stack, browser: Browser) -> None:
+def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: RunningStack, browser: Browser) -> None:
     """A fake-engine worker joins the stack's registry, shows healthy, is killed, and shows unhealthy
     with the reason (well within the registry's heartbeat expiry, which would drop it later)."""
     port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "stack", "worker", "--port", str(port), "--engine", "fake", "--model-name",
             "console-extra", "--model-type", "llm", "--registry-url", stack.registry_url, "--log-level", "warning"]
-    with open(stack.home / "extra-worker.log", "wb") as log:
+    with open(stack.log_path.parent / "extra-worker.log", "wb") as log:
         extra = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=stack.env)
     try:
         page = signed_in(browser, "overview")
