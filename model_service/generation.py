@@ -47,7 +47,8 @@ def sampling_params(
 ) -> SamplingParams:
     """Resolve OpenAI defaults and cap the token budget by what is left of the context window;
     ``logit_bias`` keys must be ids of the model's vocabulary (``vocab_size``, where the engine knows it)."""
-    check_token_ids(set(req.logit_biases()), vocab_size, "logit_bias")
+    bias = req.logit_biases()
+    check_token_ids(set(bias), vocab_size, "logit_bias")
     limit = req.token_limit() if isinstance(req, ChatCompletionRequest) else req.max_tokens
     limit = limit or default_max_tokens
     if max_model_len is not None:
@@ -76,7 +77,7 @@ def sampling_params(
         top_k=max(req.top_k or 0, 0),
         min_p=req.min_p or 0.0,
         repetition_penalty=req.repetition_penalty or 1.0,
-        logit_bias=req.logit_biases(),
+        logit_bias=bias,
     )
 
 

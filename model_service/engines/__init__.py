@@ -78,8 +78,8 @@ def engine_name(engine: str, model_type: str, model_path: str | None = None) -> 
 
 
 def _is_gguf(model_path: str) -> bool:
-    path = Path(model_path)
     """A .gguf file, or a folder holding one and no Hugging Face config (which transformers would load)."""
+    path = Path(model_path)
     if path.is_dir():
         return not (path / "config.json").exists() and any(path.glob("*.gguf"))
     return path.suffix == ".gguf"

@@ -93,6 +93,7 @@ class LlamaCppEngine(TextGenerator):
         self.settings, self.gguf = settings, gguf
         self.tokenizer: Any = None
         self.max_model_len: int | None = None
+        self.vocab_size: int | None = None
         self.server: EngineServer | None = None
         self._binary: Path | None = None
 
@@ -103,6 +104,7 @@ class LlamaCppEngine(TextGenerator):
             raise RuntimeError("llama-server is not built on this machine; build it once with "
                                "`make llama-server` (scripts/build-llama-server.sh)")
         self.tokenizer, facts = load_gguf_tokenizer(self.gguf, self.settings.cache_dir)
+        self.vocab_size = len(self.tokenizer)
         self.max_model_len = self.settings.max_model_len or facts.get("context_length") or 2048
         self._binary = binary
         self.server = EngineServer("llama.cpp", self.argv, env=_gpu_env(self.settings.gpu_indices),
@@ -141,7 +143,7 @@ class LlamaCppEngine(TextGenerator):
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.name, device="cuda" if self.settings.gpu_indices else "cpu",
                           dtype=None, max_model_len=self.max_model_len,
-                          vocab_size=len(self.tokenizer) if self.tokenizer is not None else None)
+                          vocab_size=self.vocab_size)
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
         return chat_prompt_ids(self.tokenizer, messages)
