@@ -119,6 +119,33 @@ def read_lines(paths: list[Path]) -> Iterator[dict[str, Any]]:
             continue
 
 
+def is_request_line(entry: dict[str, Any]) -> bool:
+    """A request's line, not an audit line of a key change (those have no ``endpoint``, or an ``event``)."""
+    return "endpoint" in entry and entry.get("event") is None
+
+
+def newest_requests(paths: list[Path], limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` request lines of ``paths`` (oldest file first), newest first. Files are read
+    newest first and lines from the end, so a view of the latest requests parses only those lines and
+    never opens the older rotated files once it has enough."""
+    out: list[dict[str, Any]] = []
+    for path in reversed(paths):
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:  # rotated away between listing and opening
+            continue
+        for line in reversed(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and is_request_line(entry):
+                out.append(entry)
+                if len(out) == limit:
+                    return out
+    return out
+
+
 def _empty() -> dict[str, int]:
     return {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
@@ -145,7 +172,7 @@ def summarize(paths: list[Path], since: datetime | None, until: datetime | None)
     by_model: dict[str, dict[str, int]] = {}
     for entry in read_lines(paths):
         moment = entry.get("time")
-        if not isinstance(moment, str) or "endpoint" not in entry or entry.get("event") is not None:
+        if not isinstance(moment, str) or not is_request_line(entry):
             continue
         if (low is not None and moment < low) or (high is not None and moment >= high):
             continue

@@ -9,7 +9,6 @@ API, called with the key the person signed in with, so the API's own guards deci
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,10 +20,11 @@ from fastapi.staticfiles import StaticFiles
 from common.auth import Role
 from common.errors import ServiceUnavailableError
 from common.offline_docs import SAME_ORIGIN_ONLY
+from common.probes import describe
 from gateway.access import guarded
 from gateway.console import STATIC
 from gateway.deps import StateDep
-from gateway.usage import read_lines
+from gateway.usage import newest_requests
 
 pages = APIRouter(include_in_schema=False)
 recent_router = APIRouter(tags=["admin"])
@@ -81,15 +81,11 @@ async def store(state: StateDep) -> dict[str, Any]:
         jobs.raise_for_status()
         return {"configured": True, "models": models.json()["data"], "jobs": jobs.json()["data"]}
     except (httpx.HTTPError, ValueError, KeyError) as exc:
-        raise ServiceUnavailableError(f"The model registry did not answer: {type(exc).__name__}: {exc}") from None
+        raise ServiceUnavailableError(f"The model registry did not answer: {describe(exc)}") from None
 
 
 def _last_requests(paths: list[Path], limit: int) -> list[dict[str, Any]]:
-    last: deque[dict[str, Any]] = deque(maxlen=limit)
-    for entry in read_lines(paths):
-        if "endpoint" in entry and entry.get("event") is None:
-            last.append({name: entry.get(name) for name in RECENT_FIELDS})
-    return list(reversed(last))
+    return [{name: entry.get(name) for name in RECENT_FIELDS} for entry in newest_requests(paths, limit)]
 
 
 def install_console(app: FastAPI) -> None:
