@@ -9,6 +9,7 @@ on its vendor's CDN (the side menu's logo), which is served here rewritten to th
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import fastapi_offline
@@ -25,12 +26,19 @@ SAME_ORIGIN_ONLY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; styl
                     "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
 
 
+@functools.cache
+def _redoc_bundle(icon: str) -> bytes:
+    """ReDoc's 1 MB bundle with its CDN logo pointed at ``icon``: read and patched once per process, not
+    once per app (every service, and every app a test builds, installs these pages)."""
+    return (ASSETS / "redoc.standalone.js").read_bytes().replace(REDOC_CDN_IMAGE, icon.encode())
+
+
 def install_offline_docs(app: FastAPI, assets_url: str) -> None:
     """Serve the assets under ``assets_url`` and the two pages; the app must be made with
     ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages are not there too."""
     headers = {"content-security-policy": SAME_ORIGIN_ONLY}
     icon = f"{assets_url}/favicon.png"
-    redoc_js = (ASSETS / "redoc.standalone.js").read_bytes().replace(REDOC_CDN_IMAGE, icon.encode())
+    redoc_js = _redoc_bundle(icon)
 
     @app.get(f"{assets_url}/redoc.standalone.js", include_in_schema=False)
     async def redoc_bundle() -> Response:  # before the mount, so this one answers

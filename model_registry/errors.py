@@ -31,12 +31,11 @@ class ModelTypeError(InvalidRequestError):
 class FetchError(RuntimeError):
     """A worker could not get a verified copy of its model from the store (``fetch_from_store``).
 
-    Carries where the store is and the typed error that stopped the fetch (also chained), so the
-    worker can say what failed and where in one message."""
+    Carries where the store is and what stopped the fetch (the typed error itself is chained as
+    ``__cause__``), so the worker can say what failed and where in one message."""
 
     def __init__(self, where: str, cause: Exception) -> None:
         self.where = where
-        self.cause = cause
         self.detail = f"{type(cause).__name__}: {getattr(cause, 'message', None) or cause}"
         super().__init__(f"{self.detail} ({where})")
 
