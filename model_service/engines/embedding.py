@@ -40,10 +40,6 @@ class SentenceTransformerEngine(MicroBatchedEngine, Embedder):
         self.start_batcher()
         log.info("loaded %s on %s (%s), %s dims", self.model_path, self.device, self.dtype, self.embedding_dims)
 
-    def close(self) -> None:
-        self.stop_batcher()
-        self.model = None
-
     def decode_tokens(self, token_ids: list[int]) -> str:
         return str(self.model.tokenizer.decode(token_ids, skip_special_tokens=True))
 

@@ -59,6 +59,10 @@ class MicroBatchedEngine(TransformersEngine):
             thread.join(timeout=30)
             self._thread = None
 
+    def close(self) -> None:
+        self.stop_batcher()
+        self.model = None
+
     async def submit(self, items: list[Any]) -> Any:
         """Queue one request's inputs and wait for its answer (cancelled: the batcher skips the job)."""
         answers = thread_stream(lambda emit, cancel: self._inbox.put(Job(items, emit, cancel)))

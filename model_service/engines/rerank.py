@@ -37,10 +37,6 @@ class CrossEncoderEngine(MicroBatchedEngine, Reranker):
         self.start_batcher()
         log.info("loaded %s on %s (%s)", self.model_path, self.device, self.dtype)
 
-    def close(self) -> None:
-        self.stop_batcher()
-        self.model = None
-
     async def rerank(self, query: str, documents: list[str]) -> Scores:
         answer: Scores = await self.submit([(query, d) for d in documents])
         return answer
