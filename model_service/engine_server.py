@@ -25,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
@@ -78,11 +77,6 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, _SIGKILL)
 
 
-def _open_log(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -106,19 +100,18 @@ class EngineServer:
 
     ``argv`` gets the loopback port (picked once, kept across restarts so ``base_url`` and the relay
     client stay valid) and returns the command line; ``env`` is added to this process's environment.
-    The child's output goes to ``log_path`` (appended) or, without one, line by line to our logger.
+    The child's output goes line by line to our logger, so it lands wherever the worker's log goes.
     """
 
     def __init__(self, name: str, argv: Callable[[int], Sequence[str]], *, env: Mapping[str, str] | None = None,
                  host: str = "127.0.0.1", port: int | None = None, health_path: str = "/health",
                  start_timeout_s: float = 120.0, stop_grace_s: float = 10.0, max_restarts: int = 5,
-                 restart_window_s: float = 300.0, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
-                 log_path: Path | None = None) -> None:
+                 restart_window_s: float = 300.0, backoff_s: float = 1.0, max_backoff_s: float = 30.0) -> None:
         self.name = name
         self.host = host
         self.port = port or free_loopback_port(host)
         self.base_url = f"http://{host}:{self.port}"
-        self._argv, self._env, self._health_path, self._log_path = argv, dict(env or {}), health_path, log_path
+        self._argv, self._env, self._health_path = argv, dict(env or {}), health_path
         self.start_timeout_s, self.stop_grace_s = start_timeout_s, stop_grace_s
         self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
@@ -220,15 +213,9 @@ class EngineServer:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         argv = list(self._argv(self.port))
-        log_fd = None if self._log_path is None else await asyncio.to_thread(_open_log, self._log_path)
-        out = asyncio.subprocess.PIPE if log_fd is None else log_fd
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env={**os.environ, **self._env}, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-        finally:
-            if log_fd is not None:
-                os.close(log_fd)  # the child holds its own copy
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env={**os.environ, **self._env}, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         self._proc = proc
         log.info("engine server %s: started pid %d on %s: %s", self.name, proc.pid, self.base_url, " ".join(argv))
         if proc.stdout is not None:
@@ -238,7 +225,7 @@ class EngineServer:
         return proc
 
     async def _relay_output(self, stream: asyncio.StreamReader) -> None:
-        """The child's output, line by line, into our log (when no log file was given)."""
+        """The child's output, line by line, into our log."""
         while line := await stream.readline():
             log.info("[%s] %s", self.name, line.decode(errors="replace").rstrip())
 
