@@ -38,13 +38,16 @@ def load_deployment(path: str | Path) -> Deployment:
 
 
 def parse_deployment(text: str, source: str = "<deployment>") -> Deployment:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+    loader = yaml.SafeLoader(text)
+    try:  # one parse: the node tree (with line marks for the messages), then the data built from it
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         raise DeploymentFileError(source, [f"{source}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    finally:
+        loader.dispose()
     found = list(_duplicate_keys(root))
     if not found:
         try:
