@@ -92,7 +92,7 @@ class Rules:
 
     policy: Policy = "least_outstanding"
     cooldown_s: float = 5.0  # an open circuit lets one probe through after this long
-    gpu_memory_limit: float = 0.98  # used/total at or above this fraction = memory exhausted
+    gpu_memory_limit: float | None = None  # used/total at or above this fraction = memory exhausted
     retry_after_s: int = 1  # what a 503 "no usable replica" tells clients to wait
 
 
@@ -201,8 +201,11 @@ def _skip_reason(replica: Replica, circuits: Mapping[str, Circuit], now: float, 
     return gpu_problem(replica, rules.gpu_memory_limit)
 
 
-def gpu_problem(replica: Replica, memory_limit: float) -> str | None:
+def gpu_problem(replica: Replica, memory_limit: float | None) -> str | None:
     """Why the replica's GPU reports say "do not send work here", or None.
+
+    An NVML error always counts; memory only when a limit is set (GATEWAY_GPU_MEMORY_LIMIT, off by
+    default because NVML shows memory a process has reserved, which caching allocators keep).
 
     Only the replica's own GPUs count when its readings include them (a container may see the
     whole host through NVML). No readings at all (CPU worker, external) is not a problem.
@@ -212,7 +215,7 @@ def gpu_problem(replica: Replica, memory_limit: float) -> str | None:
         if gpu.error:
             return f"GPU {gpu.index} reports an error: {gpu.error}"
         used, total = gpu.memory_used_mb, gpu.memory_total_mb
-        if used is not None and total and used / total >= memory_limit:
+        if memory_limit is not None and used is not None and total and used / total >= memory_limit:
             return f"GPU {gpu.index} memory exhausted ({used:.0f}/{total:.0f} MiB)"
     return None
 

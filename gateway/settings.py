@@ -57,6 +57,9 @@ class GatewaySettings(ServiceSettings):
     registry_url: str | None = None
     # After a restarted registry comes back, keep replicas it has not re-learned yet for this long.
     registry_settle_s: float = Field(default=10.0, ge=0)
+    # Larger than a worker's 8 MiB: the gateway passes on the largest upload any worker accepts (a
+    # 25 MiB audio file, a 20 MiB image base64-encoded in JSON); each worker then applies its own cap.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     routing_policy: Literal["least_outstanding", "round_robin"] = "least_outstanding"
     # Passive circuit breaker per replica: open after this many consecutive failures before the first
     # byte, let one probe request through after the cooldown.
@@ -65,8 +68,12 @@ class GatewaySettings(ServiceSettings):
     # Backoff before retry n on another replica: about base * 2**(n-1), capped.
     retry_backoff_s: float = Field(default=0.05, ge=0)
     retry_backoff_max_s: float = Field(default=0.5, ge=0)
-    # A replica whose GPU memory used/total reaches this fraction gets no new requests.
-    gpu_memory_limit: float = Field(default=0.98, gt=0, le=1)
+    # Off by default: a replica whose GPU memory used/total reaches this fraction gets no new requests.
+    # NVML reports what a process has reserved, not what it uses: PyTorch's caching allocator keeps
+    # freed blocks and vLLM reserves gpu_memory_utilization (0.9) of the card at start, so an idle,
+    # healthy worker can read 90-99 % and would be locked out. A worker's own admission (429 when its
+    # queue is full) is the overload signal; a GPU that reports an NVML error is always skipped.
+    gpu_memory_limit: float | None = Field(default=None, gt=0, le=1)
     # Per-model fallback when a model has no usable replica, e.g. {"big-model": "small-model"}.
     fallbacks: dict[str, str] = Field(default_factory=dict)
     # The same static upstream list the registry reads, for the API keys only.

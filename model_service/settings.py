@@ -17,6 +17,9 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 from common.settings import ServiceSettings, service_home
 from model_service.engines import engine_name
 
+# Room for the multipart form or JSON around the largest media upload (see _media_body_limit).
+MEDIA_BODY_MARGIN = 1024 * 1024
+
 WorkerModelType = Literal["llm", "embedding", "multimodal", "transcription", "rerank"]
 
 
@@ -136,6 +139,23 @@ class WorkerSettings(ServiceSettings):
     fake_load_error: str | None = None
     fake_embedding_dims: int = Field(default=384, ge=1)
     fake_max_model_len: int = Field(default=2048, ge=1)
+
+    @model_validator(mode="after")
+    def _media_body_limit(self) -> WorkerSettings:
+        """Media workers accept a body as large as the upload they advertise.
+
+        The common 8 MiB body cap would cut off a 25 MiB audio file or a 20 MiB image (27 MiB once
+        base64-encoded in JSON) long before ``max_audio_bytes``/``max_image_bytes`` could apply, so
+        unless ``WORKER_MAX_BODY_BYTES`` is set, a transcription or multimodal worker raises its cap
+        to the largest upload plus 1 MiB for the multipart or JSON around it."""
+        if "max_body_bytes" in self.model_fields_set:
+            return self
+        if self.model_type == "transcription":
+            self.max_body_bytes = max(self.max_body_bytes, self.max_audio_bytes + MEDIA_BODY_MARGIN)
+        elif self.model_type == "multimodal":
+            encoded = -(-self.max_image_bytes * 4 // 3)  # base64 in a data: URL
+            self.max_body_bytes = max(self.max_body_bytes, encoded + MEDIA_BODY_MARGIN)
+        return self
 
     @model_validator(mode="after")
     def _known_engine(self) -> WorkerSettings:

@@ -76,9 +76,20 @@ def test_replicas_with_bad_gpu_reports_are_skipped() -> None:
     assert "memory exhausted" in gpu_problem(full, 0.98) and "NVML" in gpu_problem(broken, 0.98)
     assert gpu_problem(rep("http://cpu"), 0.98) is None
     snap = Snapshot((full, broken, fine))
-    assert {choose_replica(snap, "m", CHAT, {}, random.Random(i)).url for i in range(20)} == {"http://fine"}
+    limited = Rules(gpu_memory_limit=0.98)
+    picks = {choose_replica(snap, "m", CHAT, {}, random.Random(i), rules=limited).url for i in range(20)}
+    assert picks == {"http://fine"}
     with pytest.raises(ServiceUnavailableError, match="memory exhausted"):
-        choose_replica(Snapshot((full,)), "m", CHAT, {}, random.Random(0))
+        choose_replica(Snapshot((full,)), "m", CHAT, {}, random.Random(0), rules=limited)
+
+
+def test_gpu_memory_counts_only_when_a_limit_is_set() -> None:
+    """Off by default: NVML shows reserved memory, which caching allocators keep while idle."""
+    full = rep("http://full", gpus=(gpu(used=79500),))
+    broken = rep("http://broken", gpus=(gpu(error="NVML_ERROR_GPU_IS_LOST"),))
+    assert gpu_problem(full, None) is None and "NVML" in gpu_problem(broken, None)
+    snap = Snapshot((full, broken))
+    assert {choose_replica(snap, "m", CHAT, {}, random.Random(i)).url for i in range(20)} == {"http://full"}
 
 
 def test_only_the_replicas_own_gpus_count_when_reported() -> None:
