@@ -24,7 +24,8 @@ from gateway.send import Opened
 log = logging.getLogger(__name__)
 
 # Response headers passed back besides the ones the gateway sets itself.
-FORWARD_RESPONSE_HEADERS = ("content-type", "retry-after")
+# cache-control and x-accel-buffering keep proxies (nginx) from buffering a stream of Server-Sent Events.
+FORWARD_RESPONSE_HEADERS = ("content-type", "retry-after", "cache-control", "x-accel-buffering")
 
 
 def respond(exchange: Exchange, opened: Opened) -> ClosingStreamingResponse | ClosingResponse:

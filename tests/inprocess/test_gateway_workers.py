@@ -78,6 +78,8 @@ async def test_streaming_passes_through_unchanged(stack: dict[str, Any]) -> None
     assert via_gateway.status_code == direct.status_code == 200
     assert via_gateway.headers["content-type"] == direct.headers["content-type"]
     assert via_gateway.headers["content-type"].startswith("text/event-stream")
+    # Proxies in front (nginx) must not buffer the stream: the worker's no-buffering headers pass on.
+    assert via_gateway.headers["x-accel-buffering"] == "no" and via_gateway.headers["cache-control"] == "no-cache"
     got, want = sse_data(via_gateway.text), sse_data(direct.text)
     assert got[-1] == "[DONE]" and len(got) == len(want)
 
