@@ -45,7 +45,9 @@ def add_keys_commands(sub: Any) -> None:
     revoke.set_defaults(func=_run(_revoke))
 
     for parser in (create, listing, revoke):
-        parser.add_argument("--url", default=DEFAULT_URL, help=f"the gateway (default: {DEFAULT_URL})")
+        # An admin on another machine sets the gateway once instead of passing --url to every call.
+        parser.add_argument("--url", default=os.environ.get("MODEL_SERVICE_GATEWAY_URL", DEFAULT_URL),
+                            help=f"the gateway (default: $MODEL_SERVICE_GATEWAY_URL or {DEFAULT_URL})")
         parser.add_argument("--admin-key", default=None,
                             help="the admin key (default: $MODEL_SERVICE_ADMIN_KEY)")
 
