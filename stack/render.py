@@ -39,8 +39,22 @@ REGENERATE = "make render"
 
 
 class _Dumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:  # plain copies, never &id001 anchors
+    """Reads like the hand-written files: plain copies (never ``&id001`` anchors), short lists of scalars
+    on one line (``command: [model-service, worker, ...]``), multi-line strings as ``|`` blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
         return True
+
+    def represent_list(self, data: list[Any]) -> yaml.Node:
+        short = all(isinstance(item, str | int | float) for item in data) and len(str(data)) <= 100
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=short)
+
+    def represent_str(self, data: str) -> yaml.Node:
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
+_Dumper.add_representer(str, _Dumper.represent_str)
 
 
 def dump(document: dict[str, Any]) -> str:
