@@ -4,6 +4,8 @@ what the command renders from their deployment files."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -91,3 +93,25 @@ def test_rendered_file_is_valid_compose():
     result = subprocess.run([COMPOSE, "--project-directory", str(ROOT), "--env-file", str(ROOT / ".env.example"),
                              "-f", str(RENDERED), "config", "--quiet"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_replicas_of_a_named_service_are_numbered(tmp_path):
+    spec = tmp_path / "two.yaml"
+    spec.write_text("models:\n  - id: HuggingFaceTB/SmolLM2-135M-Instruct\n    type: llm\n    source: {starter: llm}\n"
+                    "    replicas: 2\n    port: 9000\n    compose: {service: chat, profiles: [chat]}\n")
+    services = yaml.safe_load(render_compose(load_deployment(spec), load_template(), "two.yaml"))["services"]
+    assert [(name, s["ports"], s["environment"]["WORKER_ADVERTISE_URL"], s["profiles"])
+            for name, s in services.items() if name.startswith("chat")] == [
+        ("chat-0", ["${CHAT_0_PORT:-9000}:9000"], "http://chat-0:9000", ["chat"]),
+        ("chat-1", ["${CHAT_1_PORT:-9001}:9001"], "http://chat-1:9001", ["chat"])]
+
+
+def test_chatui_lists_the_chat_and_vision_models_and_names_their_profiles():
+    from stack.render_chatui import render_chatui_env
+
+    text = render_chatui_env(load_deployment(ROOT / "deploy/deployments/standard.yaml"), "standard.yaml")
+    models = json.loads(re.search(r"MODELS=`(.*?)`", text, re.S).group(1))
+    assert [m["name"] for m in models] == ["Qwen/Qwen2.5-0.5B-Instruct", "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+                                           "llava-hf/llava-1.5-7b-hf"]
+    assert "#   llava-hf/llava-1.5-7b-hf: its worker runs only with --profile multimodal" in text
+    assert [m["endpoints"][0].get("multimodal") is not None for m in models] == [False, False, True]
