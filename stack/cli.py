@@ -151,12 +151,18 @@ def _cmd_deployment_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_render_compose(args: argparse.Namespace) -> int:
-    from stack.render import load_template, render_compose
+    from stack.render import render_files
 
     deployment = _deployment_or_report(args.file)
     if deployment is None:
         return 2
-    return _write_or_print(render_compose(deployment, load_template(), Path(args.file).name), args.output)
+    wanted = {"prometheus_targets": args.prometheus_targets, "chatui_env": args.chatui_env,
+              "chatui_compose": args.chatui_compose}
+    texts = render_files(deployment, Path(args.file), [kind for kind, path in wanted.items() if path])
+    for kind, path in wanted.items():
+        if path:
+            Path(path).write_text(texts[kind], encoding="utf-8")
+    return _write_or_print(texts["compose"], args.output)
 
 
 def _cmd_deployment_schema(args: argparse.Namespace) -> int:
@@ -272,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     compose = render_sub.add_parser("compose", help="a compose file with one service per replica")
     compose.add_argument("file")
     compose.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
+    compose.add_argument("--prometheus-targets", default=None,
+                         help="also write the workers' Prometheus file_sd targets here")
+    compose.add_argument("--chatui-env", default=None, help="also write Chat UI's env template (MODELS) here")
+    compose.add_argument("--chatui-compose", default=None, help="also write the Chat UI compose file here")
     compose.set_defaults(func=_cmd_render_compose)
 
     bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")

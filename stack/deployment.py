@@ -108,6 +108,17 @@ class Limits(Strict):
     max_model_len: PositiveInt | None = None
 
 
+class ComposeOptions(Strict):
+    """How ``model-service render compose`` writes this model's services (``up`` ignores it): a stable
+    service name that docs and commands can use, the compose profiles that start it, and extra DNS names."""
+
+    service: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="compose service name (replica i of several: NAME-i); default: from the served name")
+    profiles: list[str] = Field(default_factory=list, description="compose profiles that start it; none: always")
+    aliases: list[str] = Field(default_factory=list, description="more names for it on the compose network")
+
+
 class ModelSpec(Strict):
     id: str = Field(description="the model's id in the store, and its served name unless served_name is set")
     served_name: str | None = Field(default=None, description="the name clients send as 'model'")
@@ -122,6 +133,7 @@ class ModelSpec(Strict):
     placement: Placement = Field(default_factory=Placement)
     limits: Limits = Field(default_factory=Limits)
     default: bool = Field(default=False, description="the gateway's default for requests of this type")
+    compose: ComposeOptions = Field(default_factory=ComposeOptions)
 
     @property
     def name(self) -> str:

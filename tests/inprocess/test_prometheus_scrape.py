@@ -53,6 +53,7 @@ from tests.helpers.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "docker/prometheus/prometheus.yml"
+MOUNT = "/etc/prometheus/"  # where docker-compose.monitoring.yml mounts docker/prometheus/
 DASHBOARD = ROOT / "docker/grafana/dashboards/model-service.json"
 PROMETHEUS, PROMTOOL = shutil.which("prometheus"), shutil.which("promtool")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(  # e2e: a real Prometheus process
@@ -95,17 +96,34 @@ def token_path(config: dict[str, Any]) -> str:
     return path
 
 
+def groups(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """A job's target groups: its static ones, or the ones in its file_sd files (the workers' rendered
+    workers.json; a path in the shipped config is the compose mount of docker/prometheus/)."""
+    if "static_configs" in job:
+        return job["static_configs"]
+    return [group for sd in job["file_sd_configs"] for path in sd["files"]
+            for group in json.loads(Path(path.replace(MOUNT, str(SHIPPED.parent) + "/")).read_text())]
+
+
 def derive(config: dict[str, Any], ports: dict[str, int], token_file: Path) -> dict[str, Any]:
-    """The shipped config with loopback targets, a local token file and 1 s scrapes; nothing else changes."""
+    """The shipped config with loopback targets, a local token file and 1 s scrapes; nothing else changes
+    (a file_sd job keeps file_sd, reading a copy of its file with the loopback targets)."""
     derived = copy.deepcopy(config)
     derived["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     for job in derived["scrape_configs"]:
         job["authorization"]["credentials_file"] = str(token_file)
-        for group in job["static_configs"]:
+        kept = copy.deepcopy(groups(job))
+        for group in kept:
             group["targets"] = [f"127.0.0.1:{ports[host]}" for host, _, _ in
                                 (t.rpartition(":") for t in group["targets"]) if host in ports]
-        job["static_configs"] = [g for g in job["static_configs"] if g["targets"]]
-        assert job["static_configs"], f"job {job['job_name']} lost every target"
+        kept = [g for g in kept if g["targets"]]
+        assert kept, f"job {job['job_name']} lost every target"
+        if "static_configs" in job:
+            job["static_configs"] = kept
+        else:
+            targets_file = token_file.parent / f"{job['job_name']}.json"
+            targets_file.write_text(json.dumps(kept))
+            job["file_sd_configs"] = [{**job["file_sd_configs"][0], "files": [str(targets_file)]}]
     return derived
 
 
@@ -113,15 +131,18 @@ def without_targets(config: dict[str, Any]) -> list[dict[str, Any]]:
     jobs = copy.deepcopy(config["scrape_configs"])
     for job in jobs:
         job["authorization"].pop("credentials_file")
-        for group in job["static_configs"]:
+        for group in job.get("static_configs", []):
             group.pop("targets")
+        for sd in job.get("file_sd_configs", []):
+            sd.pop("files")
     return jobs
 
 
 def test_promtool_accepts_the_shipped_config(tmp_path: Path) -> None:
     """The file as shipped, with only the token file's path moved to where this test can write it."""
     token_file, copied = tmp_path / "service-token", tmp_path / "prometheus.yml"
-    copied.write_text(SHIPPED.read_text().replace(token_path(shipped()), str(token_file)))
+    copied.write_text(SHIPPED.read_text().replace(token_path(shipped()), str(token_file))
+                      .replace(MOUNT, str(SHIPPED.parent) + "/"))  # the rendered workers.json is checked too
     missing = subprocess.run([PROMTOOL, "check", "config", str(copied)], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and str(token_file) in missing.stdout + missing.stderr
     token_file.write_text(SERVICE)
@@ -351,7 +372,7 @@ def _seen(active: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def _expected(jobs: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
-    return {(name, target) for name, job in jobs.items() for g in job["static_configs"] for target in g["targets"]}
+    return {(name, target) for name, job in jobs.items() for g in groups(job) for target in g["targets"]}
 
 
 async def every_target_up(prom: Prom, jobs: dict[str, dict[str, Any]]) -> None:
@@ -361,7 +382,7 @@ async def every_target_up(prom: Prom, jobs: dict[str, dict[str, Any]]) -> None:
 
     for target in await prom.poll(all_up, "every target up"):
         job = jobs[target["labels"]["job"]]
-        assert target["labels"]["service"] == job["static_configs"][0]["labels"]["service"]
+        assert target["labels"]["service"] == groups(job)[0]["labels"]["service"]
         assert target["scrapeUrl"] == f"http://{target['labels']['instance']}{job.get('metrics_path', '/metrics')}"
     assert await prom.value('sum(up{job=~"gateway|service-registry|model-registry|workers"})') == len(_expected(jobs))
 

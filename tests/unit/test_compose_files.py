@@ -29,7 +29,8 @@ def test_combination_validates(files):
 
 
 def test_gpu_cluster_pins_one_gpu_per_worker():
-    for files in (["docker-compose.gpu-cluster.yml"], ["docker-compose.yml", "docker-compose.gpu-cluster.yml"]):
+    """The GPU cluster file stands alone (rendered from its own deployment file), LLaVA on without a profile."""
+    for files in (["docker-compose.gpu-cluster.yml"],):
         services = rendered(files, "transcription")["services"]
         gpus = {}
         for name in ("llm", "tinyllama", "multimodal", "embedding", "transcription"):
@@ -86,7 +87,7 @@ def test_auth_is_on_even_without_its_env_line(tmp_path):
 
 def test_chatui_points_at_the_gateway():
     services = rendered(["docker-compose.yml", "docker-compose.chatui.yml"])["services"]
-    assert services["chat-ui"]["image"].endswith(":0.8.4")
+    assert services["chat-ui"]["image"].endswith(":" + CHATUI_VERSION)
     template = (ROOT / "chatui.env.template").read_text()
     assert "ENABLE_COMMUNITY_MODELS=false" in template and "PUBLIC_APP_NAME=" in template
     # Chat UI calls the gateway with a user key made for it, never the admin key or the service token.
@@ -96,6 +97,39 @@ def test_chatui_points_at_the_gateway():
     models = json.loads(re.search(r"MODELS=`(.*?)`", template, re.S).group(1))
     assert all(m["endpoints"][0]["baseURL"] == "http://gateway:8080/v1" for m in models)
     assert [m["name"] for m in models if m.get("multimodal")] == ["llava-hf/llava-1.5-7b-hf"]
+    # Plain-http use from another machine keeps its session (the release sets Secure cookies otherwise).
+    assert re.search(r"^ALLOW_INSECURE_COOKIES=true$", template, re.M)
+
+
+# What the pinned chat-ui release reads (huggingface/chat-ui at the tag CHATUI_VERSION):
+#   variables: .env (the defaults file, every variable it reads) and src/hooks.server.ts (ALLOW_INSECURE_COOKIES)
+#   a MODELS entry: src/lib/server/models.ts (modelConfig)
+#   an openai endpoint: src/lib/server/endpoints/openai/endpointOai.ts (endpointOAIParametersSchema)
+#   its multimodal.image: src/lib/server/endpoints/images.ts (createImageProcessorOptionsValidator)
+CHATUI_VERSION = "0.9.4"
+CHATUI_ENV = {"PUBLIC_APP_NAME", "PUBLIC_APP_DESCRIPTION", "PUBLIC_ORIGIN", "MONGODB_URL", "MONGODB_DB_NAME",
+              "ENABLE_COMMUNITY_MODELS", "ALLOW_INSECURE_COOKIES", "OPENAI_API_KEY", "MODELS"}
+CHATUI_MODEL = {"name", "id", "displayName", "description", "websiteUrl", "modelUrl", "logoUrl", "preprompt",
+                "promptExamples", "parameters", "endpoints", "multimodal", "tools", "unlisted",
+                "systemRoleSupported"}
+CHATUI_PARAMETERS = {"temperature", "truncate", "max_new_tokens", "stop", "top_p", "top_k", "repetition_penalty"}
+CHATUI_OPENAI_ENDPOINT = {"type", "weight", "baseURL", "apiKey", "completion", "defaultHeaders", "defaultQuery",
+                          "extraBody", "multimodal"}
+CHATUI_IMAGE = {"supportedMimeTypes", "preferredMimeType", "maxSizeInMB", "maxWidth", "maxHeight"}
+
+
+def test_chatui_template_uses_only_fields_the_pinned_release_reads():
+    """A misspelt or retired field is ignored by chat-ui without a word; this catches it here instead."""
+    template = (ROOT / "chatui.env.template").read_text()
+    assert set(re.findall(r"^([A-Z][A-Z0-9_]+)=", template, re.M)) <= CHATUI_ENV
+    for model in json.loads(re.search(r"MODELS=`(.*?)`", template, re.S).group(1)):
+        assert set(model) <= CHATUI_MODEL, model["name"]
+        assert set(model["parameters"]) <= CHATUI_PARAMETERS, model["name"]
+        for endpoint in model["endpoints"]:
+            assert endpoint["type"] == "openai" and set(endpoint) <= CHATUI_OPENAI_ENDPOINT, model["name"]
+            # The endpoint's multimodal option is what makes the release send image_url parts.
+            assert ("multimodal" in endpoint) == bool(model.get("multimodal")), model["name"]
+            assert set(endpoint.get("multimodal", {}).get("image", {})) <= CHATUI_IMAGE, model["name"]
 
 
 def test_env_example_documents_every_variable():

@@ -85,7 +85,13 @@ def container_ports() -> dict[str, set[int]]:
 def test_prometheus_scrapes_every_platform_service_with_the_token() -> None:
     config = yaml.safe_load(PROMETHEUS.read_text())
     ports = container_ports()
-    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+    targets = {t for job in config["scrape_configs"]
+               for group in job.get("static_configs", []) for t in group["targets"]}
+    for job in config["scrape_configs"]:  # the workers' rendered file_sd targets, in the mounted folder
+        for sd in job.get("file_sd_configs", []):
+            for path in sd["files"]:
+                groups = json.loads((PROMETHEUS.parent / path.removeprefix("/etc/prometheus/")).read_text())
+                targets |= {t for group in groups for t in group["targets"]}
     for target in targets:
         host, port = target.rsplit(":", 1)
         assert int(port) in ports.get(host, set()), f"{target} is not a compose service port"
