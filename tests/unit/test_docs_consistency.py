@@ -30,7 +30,8 @@ VAR = re.compile(r"\b(?:WORKER|GATEWAY|REGISTRY|MODEL_REGISTRY|MODEL_SERVICE|MIN
 CODE_SUFFIXES = {".py", ".sh", ".yml", ".yaml", ".json", ".toml", ".tpl", ".template", ".example", ".env"}
 CODE_NAMES = {"Makefile", "Dockerfile", ".env.example", "chatui.env.template"}
 # Flags of other tools that the docs name in running text (the tool in the value).
-OTHER_TOOLS_FLAGS = {"--cacert": "curl", "--gpus": "docker run", "--rm": "docker run", "--runtime": "docker run"}
+OTHER_TOOLS_FLAGS = {"--cacert": "curl", "--gpus": "docker run", "--rm": "docker run", "--runtime": "docker run",
+                     "--scale": "docker compose up"}
 
 
 def docs_text() -> str:
