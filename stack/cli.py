@@ -159,6 +159,15 @@ def _cmd_render_compose(args: argparse.Namespace) -> int:
     return _write_or_print(render_compose(deployment, load_template(), Path(args.file).name), args.output)
 
 
+def _cmd_render_helm_values(args: argparse.Namespace) -> int:
+    from stack.render_helm import render_helm_values
+
+    deployment = _deployment_or_report(args.file)
+    if deployment is None:
+        return 2
+    return _write_or_print(render_helm_values(deployment, Path(args.file).name), args.output)
+
+
 def _cmd_deployment_schema(args: argparse.Namespace) -> int:
     from stack.deployment_file import schema_text
 
@@ -273,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("file")
     compose.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
     compose.set_defaults(func=_cmd_render_compose)
+    helm_values = render_sub.add_parser("helm-values", help="the Helm chart's models: values (deploy/helm)")
+    helm_values.add_argument("file")
+    helm_values.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
+    helm_values.set_defaults(func=_cmd_render_helm_values)
 
     bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
