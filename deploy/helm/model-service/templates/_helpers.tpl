@@ -59,7 +59,7 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 {{- end -}}
 {{- end -}}
 
-{{/* MODEL_SERVICE_* and the store (MODEL_REGISTRY_*, MINIO_*): what every platform process reads. */}}
+{{/* What every platform process reads: the environment kind, its home, and the API-key settings. */}}
 {{- define "ms.commonEnv" -}}
 - name: MODEL_SERVICE_ENV
   value: {{ .Values.environment | quote }}
@@ -77,6 +77,10 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
   valueFrom:
     secretKeyRef: {name: {{ include "ms.authSecret" . }}, key: service-token}
 {{- end }}
+{{- end -}}
+
+{{/* The store (MODEL_REGISTRY_*, MINIO_*): only the model registry and the workers get its credentials. */}}
+{{- define "ms.storeEnv" -}}
 - name: MODEL_REGISTRY_STORAGE_BACKEND
   value: s3
 - name: MODEL_REGISTRY_S3_BUCKET
@@ -205,6 +209,9 @@ spec:
           command: {{ toJson .command }}
           env:
             {{- include "ms.commonEnv" $root | nindent 12 }}
+            {{- if .store }}
+            {{- include "ms.storeEnv" $root | nindent 12 }}
+            {{- end }}
             {{- .env | nindent 12 }}
           ports:
             - {name: http, containerPort: {{ .port }}}
