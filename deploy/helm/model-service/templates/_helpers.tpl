@@ -59,14 +59,19 @@ imagePullPolicy: {{ .Values.image.pullPolicy }}
 {{- end -}}
 {{- end -}}
 
-{{/* What every platform process reads: the environment kind, its home, and the API-key settings. */}}
-{{- define "ms.commonEnv" -}}
+{{/* What every platform process reads: the environment kind and its home... */}}
+{{- define "ms.baseEnv" -}}
 - name: MODEL_SERVICE_ENV
   value: {{ .Values.environment | quote }}
 - name: MODEL_SERVICE_HOME
   value: /data
 - name: HOME   # the root file system is read-only; library caches go to the pod's /tmp
   value: /tmp
+{{- end -}}
+
+{{/* ...and, for every service (not the init step), the API-key settings. */}}
+{{- define "ms.commonEnv" -}}
+{{ include "ms.baseEnv" . }}
 - name: MODEL_SERVICE_AUTH
   value: {{ .Values.auth.enabled | quote }}
 {{- if .Values.auth.enabled }}
