@@ -82,6 +82,7 @@ def test_several_gateways_share_the_in_chart_valkey(manifests: Docs) -> None:
     assert gateway["spec"]["replicas"] == 2
     assert _env(gateway)["GATEWAY_REDIS_URL"] == f"redis://{valkey['metadata']['name']}:6379/0"
     assert _named(docs, "PodDisruptionBudget", "gateway")
+    assert _env(gateway)["GATEWAY_USAGE_LOG"] == "/data/gateway/usage-$(POD_NAME).log"  # one writer per file
     (store,) = _named(docs, "Deployment", "valkey")
     (image,) = {c["image"] for c in store["spec"]["template"]["spec"]["containers"]}
     assert image.startswith("valkey/valkey:") and not image.endswith(":latest")
