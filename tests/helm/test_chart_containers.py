@@ -35,7 +35,8 @@ SETTINGS: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
     ("models", "fetch"): (ModelRegistrySettings,),
 }
 # Read outside the settings classes: by the function named, checked by behaviour below.
-PROCESS_ENV = {"MODEL_SERVICE_ENV", "MODEL_SERVICE_HOME", "HOME"}
+PROCESS_ENV = {"MODEL_SERVICE_ENV", "MODEL_SERVICE_HOME", "HOME",
+               "HF_HUB_OFFLINE"}  # huggingface_hub's own switch: the model registry mirrors through it
 DOWNWARD_API = {"POD_IP", "POD_NAME"}  # only as $(POD_IP) / $(POD_NAME) in the variables after them
 # Issue 19 item 2 adds the gateway's shared-state setting under this name; until GatewaySettings has
 # the field it is accepted by name, afterwards it must parse like every other variable.
