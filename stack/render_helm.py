@@ -26,6 +26,9 @@ from stack.plan import worker_env
 # The Kubernetes name of a model: a DNS label (lower case, digits, dashes), short enough that the
 # release prefix and the pod suffix still fit in 63 characters.
 NAME_LENGTH = 30
+# The chart's own components: a model's Deployment (<release>-<chart>-<name>) must not take their names.
+RESERVED = frozenset({"gateway", "service-registry", "model-registry", "minio", "valkey", "workers", "auth",
+                      "dashboard"})
 
 
 def helm_models(d: Deployment) -> list[dict[str, Any]]:
@@ -35,6 +38,8 @@ def helm_models(d: Deployment) -> list[dict[str, Any]]:
     taken: set[str] = set()
     for i, model in enumerate(d.models):
         name = k8s_name(model.name)
+        if name in RESERVED or name.startswith("minio-init"):
+            name = f"{name[:NAME_LENGTH - 6]}-model"
         if name in taken:  # two served names with the same slug (org1/x, org2/x)
             name = f"{name[:NAME_LENGTH - 4]}-m{i}"
         taken.add(name)

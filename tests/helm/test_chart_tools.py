@@ -84,3 +84,13 @@ def test_values_with_a_misspelled_model_field_are_refused(tools: Path) -> None:
     done = helm_template(tools, EXAMPLES["cpu-minimal"], sets=("models[0].replica=2",))
     assert done.returncode != 0
     assert "replica" in done.stderr and "not allowed" in done.stderr
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (("models[0].name=gateway",), "is taken"),  # would be the gateway's own Deployment name
+    (("models[1].name=smollm2-135m-instruct",), "is taken"),
+    (("models[1].servedName=HuggingFaceTB/SmolLM2-135M-Instruct",), "two models are served as"),
+])
+def test_clashing_model_names_are_refused(tools: Path, sets: tuple[str, ...], message: str) -> None:
+    done = helm_template(tools, EXAMPLES["cpu-minimal"], sets=sets)
+    assert done.returncode != 0 and message in done.stderr

@@ -53,10 +53,12 @@ def test_names_are_dns_labels_and_unique():
         {"id": "org1/Some_Model.v2", "type": "llm", "source": {"store": "v1"}, "placement": {"gpu_count": 2}},
         {"id": "org2/some-model-v2", "type": "llm", "source": {"store": "current"}, "placement": "gpu"},
         {"id": "x/" + "very-long-name-" * 4, "type": "embedding", "source": {"store": "current"}},
+        {"id": "acme/Gateway", "type": "rerank", "source": {"store": "current"}},
     ]})
     models = helm_models(d)
-    assert [m["name"] for m in models] == ["some-model-v2", "some-model-v2-m1", k8s_name("very-long-name-" * 4)]
-    assert [(m["revision"], m["gpus"]) for m in models] == [("v1", 2), ("current", 1), ("current", 0)]
+    assert [m["name"] for m in models] == ["some-model-v2", "some-model-v2-m1", k8s_name("very-long-name-" * 4),
+                                           "gateway-model"]  # never a platform component's name
+    assert [(m["revision"], m["gpus"]) for m in models] == [("v1", 2), ("current", 1), ("current", 0), ("current", 0)]
     for model in models:
         jsonschema.validate(model, _model_schema())
 
