@@ -102,6 +102,8 @@ def test_external_store_and_redis_replace_the_in_chart_ones(manifests: Docs) -> 
 def test_single_gateway_keeps_in_process_state(manifests: Docs) -> None:
     (gateway,) = _named(manifests["cpu-minimal"], "Deployment", "gateway")
     assert gateway["spec"]["replicas"] == 1 and "GATEWAY_REDIS_URL" not in _env(gateway)
+    # Its ReadWriteOnce volume can be mounted on one node at a time: no overlapping pods in a rollout.
+    assert gateway["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_dashboard_configmap_is_the_compose_dashboard(manifests: Docs) -> None:
