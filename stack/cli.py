@@ -165,6 +165,15 @@ def _cmd_render_compose(args: argparse.Namespace) -> int:
     return _write_or_print(texts["compose"], args.output)
 
 
+def _cmd_render_helm_values(args: argparse.Namespace) -> int:
+    from stack.render_helm import render_helm_values
+
+    deployment = _deployment_or_report(args.file)
+    if deployment is None:
+        return 2
+    return _write_or_print(render_helm_values(deployment, Path(args.file).name), args.output)
+
+
 def _cmd_deployment_schema(args: argparse.Namespace) -> int:
     from stack.deployment_file import schema_text
 
@@ -283,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--chatui-env", default=None, help="also write Chat UI's env template (MODELS) here")
     compose.add_argument("--chatui-compose", default=None, help="also write the Chat UI compose file here")
     compose.set_defaults(func=_cmd_render_compose)
+    helm_values = render_sub.add_parser("helm-values", help="the Helm chart's models: values (deploy/helm)")
+    helm_values.add_argument("file")
+    helm_values.add_argument("--output", "-o", default=None, help="write it here instead of stdout")
+    helm_values.set_defaults(func=_cmd_render_helm_values)
 
     bench = sub.add_parser("bench", help="throughput benchmark (scripts/bench.py; pass its flags after --)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
