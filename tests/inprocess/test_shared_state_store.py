@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from common.auth import Principal, Role, digest
@@ -25,6 +26,8 @@ from gateway.shared_limits import SharedLimiter
 from gateway.shared_state import SharedStore, connect
 from gateway.shared_usage import UsageRollup
 from gateway.usage import utc_iso
+from tests.helpers.auth import ADMIN, PROMPT, authed_worker, bearer, create_key, keyed_gateway
+from tests.helpers.polling import eventually
 from tests.helpers.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.e2e  # a real redis-server process
@@ -165,3 +168,28 @@ async def test_usage_with_the_store_down_answers_from_this_replica_and_says_so(
     summary = await rollup.summary(None, None, own_log)
     assert summary == {"object": "usage.summary", "requests": 1, "scope": "this gateway"}
     assert rollup._pending  # kept for when the store is back
+
+
+async def test_a_gateway_started_with_the_store_down_serves_alone_then_joins(tmp_path: Path) -> None:
+    """Start-up does not wait for the store: a limited key is served from the gateway's own buckets,
+    and a key made meanwhile reaches the store once it is up (pushed again after the outage)."""
+    server = RedisServer(tmp_path)  # its port is picked, nothing listens there yet
+    async with authed_worker("chat") as chat, keyed_gateway(tmp_path, [chat], redis_url=server.url,
+                                                            redis_timeout_s=5.0) as (url, state, _):
+        made = await create_key(url, name="early", rpm=2)
+        async with httpx.AsyncClient(base_url=url, timeout=15, trust_env=False) as client:
+            body = {"model": "chat", "messages": PROMPT, "max_tokens": 2}
+            codes = [(await client.post("/v1/chat/completions", json=body, headers=bearer(made["key"]))).status_code
+                     for _ in range(3)]
+            assert codes == [200, 200, 429]  # the gateway's own bucket while the store is down
+            assert state.shared is not None and not state.shared.store.available
+            try:
+                server.start()
+                rows = await eventually(lambda: server.client().hgetall("msp:keys"), "the key pushed to the store",
+                                        within_s=10.0, every_s=0.1)
+                assert made["id"] in rows
+                usage = await client.get("/usage", headers=ADMIN)
+                assert usage.json()["scope"] == "all gateways"  # the counts kept meanwhile, added now
+                assert usage.json()["by_key"][made["id"]]["requests"] == 3
+            finally:
+                server.stop()
