@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 # After a failed call, the store is left alone this long before the next try: a down store costs a
 # request nothing but a flag check, and a hung one costs at most one timeout per this interval.
 RETRY_S = 1.0
+# Connections to the store per gateway process. A burst beyond them waits for a free one (up to the
+# store timeout) instead of failing: a bounded pool that raises would turn a busy second into an outage.
+MAX_CONNECTIONS = 64
 
 
 class SharedStore:
@@ -123,11 +126,12 @@ class SharedState:
 
 def connect(settings: GatewaySettings) -> SharedStore:
     """The store's client for ``GATEWAY_REDIS_URL`` (connections open on first use, not here)."""
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
 
-    redis = Redis.from_url(settings.redis_url or "", socket_timeout=settings.redis_timeout_s,
-                           socket_connect_timeout=settings.redis_timeout_s, decode_responses=True)
-    return SharedStore(redis, settings.redis_prefix)
+    pool = BlockingConnectionPool.from_url(settings.redis_url or "", max_connections=MAX_CONNECTIONS,
+                                           timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
+                                           socket_connect_timeout=settings.redis_timeout_s, decode_responses=True)
+    return SharedStore(Redis.from_pool(pool), settings.redis_prefix)  # the client owns (and closes) the pool
 
 
 def build(settings: GatewaySettings, keys: KeyStore, fallback: Limiter) -> SharedState:
