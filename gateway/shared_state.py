@@ -69,6 +69,11 @@ class SharedStore:
         """False for :data:`RETRY_S` after a failure: callers use their in-process fallback instead."""
         return self._clock() >= self._down_until
 
+    @property
+    def reachable(self) -> bool:
+        """False from a failed call until the next one that works (what ``/health`` reports)."""
+        return not self._down
+
     def failed(self, exc: Exception, doing: str) -> None:
         """Note a failed call; the first one of an outage is logged as a warning."""
         self._down_until = self._clock() + RETRY_S

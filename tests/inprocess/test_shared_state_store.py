@@ -185,6 +185,8 @@ async def test_a_gateway_started_with_the_store_down_serves_alone_then_joins(tmp
                      for _ in range(3)]
             assert codes == [200, 200, 429]  # the gateway's own bucket while the store is down
             assert state.shared is not None and not state.shared.store.available
+            health = (await client.get("/health")).json()
+            assert health["status"] == "degraded" and health["shared_state"] == {"reachable": False}
             try:
                 server.start()
                 rows = await eventually(lambda: server.client().hgetall("msp:keys"), "the key pushed to the store",
@@ -193,5 +195,6 @@ async def test_a_gateway_started_with_the_store_down_serves_alone_then_joins(tmp
                 usage = await client.get("/usage", headers=ADMIN)
                 assert usage.json()["scope"] == "all gateways"  # the counts kept meanwhile, added now
                 assert usage.json()["by_key"][made["id"]]["requests"] == 3
+                assert (await client.get("/health")).json()["shared_state"] == {"reachable": True}
             finally:
                 server.stop()
