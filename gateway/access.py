@@ -43,7 +43,7 @@ class AdmittedRequest:
     models: list[str]  # the requested model, then the fallbacks this key may use
 
 
-def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> AdmittedRequest:
+async def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> AdmittedRequest:
     """Authorize and limit ``request``: 403, 400 or 429 before any worker is called, else an admission
     that has taken one request from the key's budget."""
     check_model_allowed(principal, request.model)
@@ -53,7 +53,7 @@ def admit(state: GatewayState, principal: Principal, request: ProxyRequest) -> A
     check_request_caps(request.payload, generates=request.generates,
                        embeds=request.endpoint.capability == "embeddings", max_tokens=settings.max_tokens_limit,
                        max_inputs=settings.max_embedding_inputs)
-    grant = state.limits.admit(principal)
+    grant = await state.limits.acquire(principal)
     models = [m for m in fallback_chain(request.model, settings.fallbacks) if principal.allows_model(m)]
     return AdmittedRequest(grant, models)
 

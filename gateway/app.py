@@ -3,6 +3,9 @@
 The lifespan owns the one upstream ``httpx.AsyncClient``, the registry client (when
 ``GATEWAY_REGISTRY_URL`` is set), the refresh task and the usage log's writer thread; all are closed
 in ``finally``. The first refresh round finishes before the app serves, so routing works at once.
+With ``GATEWAY_REDIS_URL`` set it also owns the shared state store's connection, the key sync loop
+and the usage rollup's flush loop (:mod:`gateway.shared_state`); the first key sync round also
+finishes before the app serves.
 
 Auth (``MODEL_SERVICE_AUTH``, see ``common/auth.py`` and ``gateway/access.py``) is one dependency per
 router; the user-key file is read in the factory, so a broken one stops start-up, not a request.
@@ -32,6 +35,7 @@ from gateway.routes import admin, openai, ops
 from gateway.routes.console import install_console
 from gateway.routing import Rules
 from gateway.settings import GatewaySettings
+from gateway.shared_state import SharedState
 from gateway.upstreams import Upstreams
 from gateway.usage import UsageLog
 from service_registry.client import RegistryClient
@@ -46,6 +50,25 @@ def upstream_client(settings: GatewaySettings) -> httpx.AsyncClient:
                           max_keepalive_connections=settings.max_keepalive_connections)
     # trust_env=False: an HTTP(S)_PROXY meant for the outside world must not catch worker traffic.
     return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+
+
+async def start_shared_state(stack: contextlib.AsyncExitStack, settings: GatewaySettings, keys: KeyStore,
+                             fallback: Limiter, usage: UsageLog) -> SharedState:
+    """Connect to the shared store and start the key sync and usage rollup; all undone by ``stack``.
+
+    A store that cannot be reached does not stop start-up: the gateway serves on its own, warns, and
+    joins the others once the store answers."""
+    from gateway.shared_state import build
+
+    shared = build(settings, keys, fallback)
+    stack.push_async_callback(shared.store.aclose)
+    stack.push_async_callback(shared.limits.drain)
+    await shared.keys.start()
+    stack.push_async_callback(shared.keys.stop)
+    shared.usage.start()
+    usage.tap = shared.usage.add
+    stack.push_async_callback(shared.usage.stop)
+    return shared
 
 
 def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | None = None) -> FastAPI:
@@ -87,10 +110,13 @@ def create_app(settings: GatewaySettings | None = None, auth: AuthSettings | Non
             await upstreams.start()
             stack.push_async_callback(upstreams.stop)
             metrics.watch_snapshot(lambda: upstreams.snapshot)
+            limits = Limiter()
+            shared = await start_shared_state(stack, settings, keys, limits, usage) if settings.redis_url else None
             app.state.gateway = GatewayState(settings=settings, client=client, upstreams=upstreams,
                                              metrics=metrics, keys=keys, circuits=circuits, rules=rules,
                                              api_keys=api_keys, service_headers=service_headers,
-                                             limits=Limiter(), usage=usage)
+                                             limits=shared.limits if shared is not None else limits, usage=usage,
+                                             shared=shared)
             try:
                 yield
             finally:

@@ -19,10 +19,11 @@ from pydantic import SecretStr
 from common.service import state_getter
 from gateway.circuit import CircuitBoard
 from gateway.keys import KeyStore
-from gateway.limits import Limiter
+from gateway.limits import Limiter, RateLimits
 from gateway.metrics import GatewayMetrics, InFlight
 from gateway.routing import DEFAULT_RULES, Rules
 from gateway.settings import GatewaySettings
+from gateway.shared_state import SharedState
 from gateway.upstreams import Upstreams
 from gateway.usage import UsageLog
 
@@ -40,8 +41,10 @@ class GatewayState:
     api_keys: dict[str, SecretStr] = field(default_factory=dict, repr=False)
     # What every call to a worker of ours (and to the registry) carries: the service token, auth on.
     service_headers: dict[str, str] = field(default_factory=dict, repr=False)
-    limits: Limiter = field(default_factory=Limiter)
+    limits: RateLimits = field(default_factory=Limiter)
     usage: UsageLog = field(default_factory=lambda: UsageLog(Path("-"), max_bytes=0, backup_count=1, enabled=False))
+    # Limits, keys and usage shared with other gateway replicas (GATEWAY_REDIS_URL); None: this process only.
+    shared: SharedState | None = None
     in_flight: InFlight = field(default_factory=InFlight)
     rng: random.Random = field(default_factory=random.Random)
     turns: itertools.count[int] = field(default_factory=itertools.count)  # round-robin's counter

@@ -10,6 +10,11 @@ The file is rewritten whole on every change through a temporary file and ``os.re
 leaves the old file or the new one, never half of either. Lookups read only the in-memory table (a
 dict hit per request, no file I/O); changes go through :meth:`KeyStore.create` / :meth:`KeyStore.revoke`,
 which write in a worker thread under a lock and swap the table only once the file is safely written.
+
+Several gateway replicas share keys through the shared state store (:mod:`gateway.shared_keys`): each
+replica's local changes are announced through :attr:`KeyStore.on_change`, and what other replicas did
+arrives through :meth:`KeyStore.merge`, which only ever adds keys and revocations (a revoked key
+never comes back), so replicas converge whatever order the changes reach them in.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import os
 import secrets
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,6 +141,9 @@ class KeyStore:
     _live: dict[str, Principal] = field(default_factory=dict)  # digest -> principal, live keys only
     _ids: dict[str, str] = field(default_factory=dict)  # digest -> id, every key
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # How many changes this replica made (creations, revocations), and who to tell about each.
+    changes: int = 0
+    on_change: Callable[[], None] | None = None
 
     def load(self) -> None:
         """Read the file if there is one (none yet: no user keys)."""
@@ -170,6 +179,7 @@ class KeyStore:
                         rpm=request.rpm, tpm=request.tpm)
         async with self._lock:
             await self._commit((*self._keys, key))
+        self._changed()
         return CreatedKey(**key.view().model_dump(), key=secret)
 
     async def revoke(self, key_id: str) -> KeyView:
@@ -182,7 +192,26 @@ class KeyStore:
                 return found.view()
             revoked = replace(found, revoked_at=_now())
             await self._commit(tuple(revoked if k.id == key_id else k for k in self._keys))
+        self._changed()
         return revoked.view()
+
+    def stored(self) -> tuple[StoredKey, ...]:
+        """Every key as the file keeps it (digests included): what this replica shares with others."""
+        return self._keys
+
+    async def merge(self, incoming: Iterable[StoredKey]) -> int:
+        """Take in keys made or revoked elsewhere; answers how many keys changed here (0: no write)."""
+        async with self._lock:
+            keys, changed = merged(self._keys, incoming)
+            if changed:
+                await self._commit(keys)
+                log.info("took in %d key change(s) from the other gateways", changed)
+        return changed
+
+    def _changed(self) -> None:
+        self.changes += 1
+        if self.on_change is not None:
+            self.on_change()
 
     async def _commit(self, keys: tuple[StoredKey, ...]) -> None:
         """Write the file (in a thread), then serve the new table; a failed write changes nothing."""
@@ -193,6 +222,29 @@ class KeyStore:
         self._keys = keys
         self._live = {k.digest: k.principal() for k in keys if k.revoked_at is None}
         self._ids = {k.digest: k.id for k in keys}
+
+
+def merged(local: tuple[StoredKey, ...], incoming: Iterable[StoredKey]) -> tuple[tuple[StoredKey, ...], int]:
+    """``local`` with the keys it lacks added and the revocations it lacks applied; and how many changed.
+
+    Keys are never removed and revocations never undone, so merging is order-free: every replica ends
+    with the same table once it has seen every change."""
+    by_id = {k.id: k for k in local}
+    changed = 0
+    for key in incoming:
+        mine = by_id.get(key.id)
+        if mine is None:
+            by_id[key.id] = key
+        elif key.revoked_at is not None and mine.revoked_at is None:
+            by_id[key.id] = replace(mine, revoked_at=key.revoked_at)
+        else:
+            continue
+        changed += 1
+    if not changed:
+        return local, 0
+    known = {k.id for k in local}
+    added = sorted((k for k in by_id.values() if k.id not in known), key=lambda k: (k.created_at, k.id))
+    return (*(by_id[k.id] for k in local), *added), changed
 
 
 def write_atomically(path: Path, keys: tuple[StoredKey, ...]) -> None:

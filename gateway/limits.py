@@ -9,7 +9,9 @@ answer may overdraw it, and the key then waits until it has refilled above zero.
 
 A refused request gets OpenAI's 429 (``rate_limit_error`` / ``rate_limit_exceeded``) with ``Retry-After``,
 before it reaches any worker. Every answer to a limited key carries OpenAI's ``x-ratelimit-*`` headers.
-Buckets live in this process only: several gateway replicas each enforce the full limit.
+Without shared state the buckets live in this process only: several gateway replicas each enforce
+the full limit. With ``GATEWAY_REDIS_URL`` set, :mod:`gateway.shared_limits` keeps the same buckets in
+Redis (one atomic script per admission), so every replica draws from one budget.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from common.auth import Principal
 from common.errors import APIError, InvalidRequestError
@@ -105,6 +107,15 @@ class Grant:
 UNLIMITED = Grant(None, {}, time.monotonic)
 
 
+class RateLimits(Protocol):
+    """What the request path asks of a limiter: this process's :class:`Limiter`, or the buckets shared
+    by every gateway replica (:class:`gateway.shared_limits.SharedLimiter`)."""
+
+    def headers(self, principal: Principal) -> dict[str, str]: ...
+
+    async def acquire(self, principal: Principal) -> Grant: ...
+
+
 class Limiter:
     """Every limited key's buckets, by key id; keys without limits cost one attribute check."""
 
@@ -131,21 +142,41 @@ class Limiter:
         if principal.rpm is None and principal.tpm is None:
             return UNLIMITED
         limits = self._limits_of(principal, self._clock())
-        requests, tokens = limits.requests, limits.tokens
-        wait, what = 0.0, ""
-        if requests is not None and requests.level < 1:
-            wait, what = requests.seconds_until(1), f"requests per minute (limit {principal.rpm})"
-        if tokens is not None and tokens.level <= 0:
-            token_wait = tokens.seconds_until(min(1.0, tokens.capacity))
-            if token_wait > wait:
-                wait, what = token_wait, f"tokens per minute (limit {principal.tpm})"
-        if what:
-            headers = {**limits.headers(), "Retry-After": str(max(1, math.ceil(wait)))}
-            raise RateLimitError(f"Rate limit reached for this API key on {what}. Please try again in "
-                                 f"{duration(wait)}.", headers=headers)
-        if requests is not None:
-            requests.level -= 1
+        refusal = refusal_of(principal, limits)
+        if refusal is not None:
+            raise refusal
+        if limits.requests is not None:
+            limits.requests.level -= 1
         return Grant(limits, limits.headers(), self._clock)
+
+    async def acquire(self, principal: Principal) -> Grant:
+        """:meth:`admit` behind the interface the shared limiter has (its admission awaits the store)."""
+        return self.admit(principal)
+
+
+def refusal_of(principal: Principal, limits: KeyLimits) -> RateLimitError | None:
+    """The 429 for a key whose buckets (refilled to now) cannot admit a request, or None.
+
+    A request needs one whole request in the request bucket and a token bucket above zero; the wait
+    is until both hold, named by the limit that takes longer."""
+    requests, tokens = limits.requests, limits.tokens
+    wait, what = 0.0, ""
+    if requests is not None and requests.level < 1:
+        wait, what = requests.seconds_until(1), f"requests per minute (limit {principal.rpm})"
+    if tokens is not None and tokens.level <= 0:
+        token_wait = tokens.seconds_until(min(1.0, tokens.capacity))
+        if token_wait > wait:
+            wait, what = token_wait, f"tokens per minute (limit {principal.tpm})"
+    if not what:
+        return None
+    return rate_limited(limits, wait, what)
+
+
+def rate_limited(limits: KeyLimits, wait: float, what: str) -> RateLimitError:
+    """OpenAI's 429 with the key's headers and ``Retry-After`` (whole seconds, at least one)."""
+    headers = {**limits.headers(), "Retry-After": str(max(1, math.ceil(wait)))}
+    return RateLimitError(f"Rate limit reached for this API key on {what}. Please try again in "
+                          f"{duration(wait)}.", headers=headers)
 
 
 def check_request_caps(payload: dict[str, Any], *, generates: bool, embeds: bool, max_tokens: int | None,

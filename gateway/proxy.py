@@ -33,7 +33,7 @@ async def forward(state: GatewayState, request: Request, endpoint: Endpoint,
     exchange = Exchange.begin(state, request, endpoint)
     try:
         exchange.request = asked = await read_request(state, request, endpoint, default, exchange.request_id)
-        admission = admit(state, exchange.principal, asked)
+        admission = await admit(state, exchange.principal, asked)
         exchange.grant = admission.grant
         opened = await cancel_on_disconnect(request, send(state, asked, admission.models))
     except APIError as exc:

@@ -105,6 +105,19 @@ class GatewaySettings(ServiceSettings):
     # read_timeout_s still bounds each wait for a chunk.
     upstream_deadline_s: float = Field(default=900.0, ge=0)
 
+    # Shared state for several gateway replicas (docs/api-keys-and-limits.md): a Redis or Valkey URL,
+    # ``redis://host:port/db`` (``rediss://`` for TLS; a password as ``redis://:secret@host:port/0``).
+    # Unset: every limit, key change and usage summary stays in this process, as for one gateway.
+    redis_url: str | None = None
+    # Prepended to every name this gateway uses in the store, so several platforms can share one server.
+    redis_prefix: str = "msp:"
+    # Each store call's socket timeout; a store slower than this counts as down (see the docs).
+    redis_timeout_s: float = Field(default=0.5, gt=0)
+    # How often each replica checks the store for key changes made on another replica.
+    redis_sync_interval_s: float = Field(default=0.2, gt=0, le=1)
+    # How long the shared per-minute usage rollups are kept.
+    redis_usage_retention_days: int = Field(default=35, ge=1)
+
     def api_keys(self) -> dict[str, SecretStr]:
         """Upstream id -> API key, for every configured upstream that has one (keys stay secret)."""
         upstreams = list(self.static_upstreams)
@@ -120,6 +133,17 @@ class GatewaySettings(ServiceSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"GATEWAY_REGISTRY_URL {value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix:// "
+                             "(e.g. redis://valkey:6379/0)")
         return value
 
     @field_validator("workers", mode="before")

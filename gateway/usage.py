@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from logging.handlers import QueueListener, RotatingFileHandler
 from pathlib import Path
@@ -55,6 +55,8 @@ class UsageLog:
         self._queue: queue.Queue[logging.LogRecord] = queue.Queue()
         self._listener: QueueListener | None = None
         self._file: RotatingFileHandler | None = None
+        # Also handed every line (the shared usage rollup, when several gateways share state).
+        self.tap: Callable[[dict[str, Any]], None] | None = None
 
     def start(self) -> None:
         if not self.enabled:
@@ -80,6 +82,8 @@ class UsageLog:
 
         The record goes straight onto the listener's queue (what ``QueueHandler`` would do, without a
         logger's caller lookup and the handler's copy of an already formatted record)."""
+        if self.tap is not None:
+            self.tap(entry)
         if self._listener is not None:
             line = json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
             self._queue.put_nowait(logging.LogRecord(_RECORD_NAME, logging.INFO, "", 0, line, None, None))
@@ -146,11 +150,11 @@ def newest_requests(paths: list[Path], limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def _empty() -> dict[str, int]:
+def empty_row() -> dict[str, int]:
     return {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
-def _add(row: dict[str, int], entry: dict[str, Any]) -> None:
+def add_line(row: dict[str, int], entry: dict[str, Any]) -> None:
     row["requests"] += 1
     status = entry.get("status")
     if isinstance(status, int) and status >= 400:
@@ -167,7 +171,7 @@ def summarize(paths: list[Path], since: datetime | None, until: datetime | None)
     Only request lines count (audit lines of key changes have no ``endpoint``).
     """
     low, high = _iso(since), _iso(until)
-    total = _empty()
+    total = empty_row()
     by_key: dict[str, dict[str, int]] = {}
     by_model: dict[str, dict[str, int]] = {}
     for entry in read_lines(paths):
@@ -176,8 +180,8 @@ def summarize(paths: list[Path], since: datetime | None, until: datetime | None)
             continue
         if (low is not None and moment < low) or (high is not None and moment >= high):
             continue
-        _add(total, entry)
-        _add(by_key.setdefault(str(entry.get("key_id") or "-"), _empty()), entry)
-        _add(by_model.setdefault(str(entry.get("model") or "-"), _empty()), entry)
+        add_line(total, entry)
+        add_line(by_key.setdefault(str(entry.get("key_id") or "-"), empty_row()), entry)
+        add_line(by_model.setdefault(str(entry.get("model") or "-"), empty_row()), entry)
     return {"object": "usage.summary", "since": low, "until": high, **total,
             "by_key": dict(sorted(by_key.items())), "by_model": dict(sorted(by_model.items()))}

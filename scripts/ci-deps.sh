@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests need beyond the venv: espeak-ng makes the real speech that the
 # transcription tests send; prometheus (with promtool) scrapes the real services in the monitoring
-# test; chromium is the real browser the web-console tests drive (Playwright never downloads one).
+# test; chromium is the real browser the web-console tests drive (Playwright never downloads one);
+# redis-server is the shared state store of the several-gateway tests.
 # `make test` runs this first; without root or apt-get it only says what is missing (those tests
 # then skip, saying why). Packages already installed are left alone.
 set -uo pipefail
@@ -10,6 +11,7 @@ missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
 [ "${#missing[@]}" = 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -34,6 +36,16 @@ if [[ " ${missing[*]} " == *" prometheus "* ]]; then
   else
     service prometheus stop >/dev/null 2>&1 || true
     update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi
+# Debian's redis-server package likewise enables a system service on :6379; the tests start their own
+# server on a free loopback port, so the package's is stopped and disabled too.
+if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+  else
+    service redis-server stop >/dev/null 2>&1 || true
+    update-rc.d redis-server disable >/dev/null 2>&1 || true
   fi
 fi
 exit 0

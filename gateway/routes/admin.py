@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -59,6 +59,8 @@ class UsageSummary(UsageRow):
     until: str | None
     by_key: dict[str, UsageRow]
     by_model: dict[str, UsageRow]
+    # Whose requests these are: "all gateways" when replicas share state and the store answered.
+    scope: Literal["this gateway", "all gateways"] = "this gateway"
 
 
 WINDOW_HELP = "ISO 8601 time (2026-01-31T12:00:00Z; no zone = UTC) or Unix seconds"
@@ -68,10 +70,13 @@ WINDOW_HELP = "ISO 8601 time (2026-01-31T12:00:00Z; no zone = UTC) or Unix secon
 async def usage(state: StateDep, since: Annotated[str | None, Query(description=WINDOW_HELP)] = None,
                 until: Annotated[str | None, Query(description=WINDOW_HELP)] = None) -> dict[str, Any]:
     """Requests, errors (status >= 400) and tokens in ``[since, until)`` from the usage log, rotated
-    files included: in all, by key id and by model."""
+    files included: in all, by key id and by model. With shared state, every replica's requests, from
+    the store's per-minute rollups (:mod:`gateway.shared_usage`)."""
     low, high = parse_moment(since, "since"), parse_moment(until, "until")
     if low is not None and high is not None and high < low:
         raise InvalidRequestError("'until' is before 'since'.", param="until", code="invalid_value")
+    if state.shared is not None:
+        return await state.shared.usage.summary(low, high, fallback=state.usage.summary)
     return await state.usage.summary(low, high)
 
 

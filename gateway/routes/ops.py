@@ -36,6 +36,8 @@ async def health(state: StateDep) -> dict[str, Any]:
         detail = "The gateway is up but no model worker is healthy; requests get 503."
     elif registry is not None and not registry["reachable"]:
         detail = "The service registry is unreachable; routing from its last snapshot."
+    elif state.shared is not None and not state.shared.store.reachable:
+        detail = "The shared state store is unreachable; limits, keys and usage are this gateway's own."
     body: dict[str, Any] = {
         "status": "degraded" if detail else "ok",
         "detail": detail,
@@ -46,6 +48,8 @@ async def health(state: StateDep) -> dict[str, Any]:
     }
     if registry is not None:
         body["registry"] = registry
+    if state.shared is not None:
+        body["shared_state"] = {"reachable": state.shared.store.reachable}
     return body
 
 
