@@ -82,6 +82,8 @@ def _show(event: dict[str, Any]) -> bool:
         print("Plan: nothing to change." if not steps else f"Plan ({len(steps)} step(s)):")
         for s in steps:
             print(f"  {s['action']:<8} {s['model']} replica {s['replica']}  ({s['why']})")
+        for note in event.get("notes", []):
+            print(f"note: {note}")
     elif kind == "done":
         if event.get("ok"):
             print("Applied.")

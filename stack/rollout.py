@@ -14,8 +14,9 @@ deregisters, answers new requests with a 503 the gateway fails over on, finishes
 A new replica that dies or never becomes usable ends the apply there: it is stopped, the old
 replicas keep serving, and the answer says what failed.
 
-What a running stack cannot change (host, global ports, store, auth, monitoring, the gateway's
-default models) is refused as a whole with the reason: those need ``up`` again.
+What a running stack cannot change (host, global ports, store, auth, monitoring) is refused as a
+whole with the reason: those need ``up`` again. The gateway's default models stay as ``up`` started
+them; the plan says so when the file's defaults differ.
 """
 
 from __future__ import annotations
@@ -61,12 +62,17 @@ class Step:
 
 
 def restart_only_changes(running: Deployment, desired: Deployment) -> list[str]:
-    """What differs outside ``models`` (and the default models), each a reason to refuse the apply."""
-    out = [f"{key} changed" for key in ("host", "ports", "store", "auth", "monitoring")
-           if getattr(running, key) != getattr(desired, key)]
-    if running.defaults() != desired.defaults():
-        out.append(f"the gateway's default models change ({running.defaults()} -> {desired.defaults()})")
-    return out
+    """What differs outside ``models``, each a reason to refuse the apply."""
+    return [f"{key} changed" for key in ("host", "ports", "store", "auth", "monitoring")
+            if getattr(running, key) != getattr(desired, key)]
+
+
+def notes(running: Deployment, desired: Deployment) -> list[str]:
+    """What the apply leaves as it is and the user should know: the gateway keeps the default models it
+    started with (a request without ``model`` for a removed default gets a clear 404)."""
+    before, after = running.defaults(), desired.defaults()
+    return [f"the gateway keeps {before.get(t)!r} as its default {t} model (the file now says {after.get(t)!r}); "
+            "restart 'up' to change it" for t in sorted(before.keys() | after.keys()) if before.get(t) != after.get(t)]
 
 
 def identity(child: Child) -> tuple[list[str], dict[str, str]]:
@@ -122,7 +128,8 @@ class Rollout:
 
     def run(self) -> bool:
         steps, planned = self.plan()
-        self.say({"event": "plan", "steps": [s.view() for s in steps]})
+        self.say({"event": "plan", "steps": [s.view() for s in steps],
+                  "notes": notes(self.stack.options.deployment, self.desired)})
         for step in steps:
             key = (step.model, step.replica)
             old = next((c for c in self.stack.workers() if (c.model, c.replica) == key), None)
