@@ -194,12 +194,18 @@ def environment(d: Deployment) -> dict[str, str]:
     return env
 
 
-def write_prometheus_targets(d: Deployment, path: Path) -> None:
-    """Prometheus ``file_sd`` targets: one group per service kind, every process's /metrics address."""
+def write_prometheus_targets(d: Deployment, path: Path, worker_ports: list[int] | None = None) -> None:
+    """Prometheus ``file_sd`` targets: one group per service kind, every process's /metrics address.
+
+    ``worker_ports``: where the workers really listen, when that is no longer the file's ports (after
+    ``apply`` started replicas elsewhere); Prometheus rereads the file, so it follows."""
     host = advertise_host(d.host)
     groups: dict[str, list[str]] = {}
     for service, port, field_path in service_ports(d):
         job = "worker" if field_path[0] == "models" else service.replace(" ", "-")
-        groups.setdefault(job, []).append(f"{host}:{port}")
+        if job != "worker" or worker_ports is None:
+            groups.setdefault(job, []).append(f"{host}:{port}")
+    if worker_ports is not None:
+        groups["worker"] = [f"{host}:{port}" for port in worker_ports]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([{"targets": t, "labels": {"job": job}} for job, t in groups.items()], indent=2))

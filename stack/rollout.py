@@ -34,7 +34,16 @@ import httpx
 
 from model_service.settings import WorkerSettings
 from stack.deployment import Deployment
-from stack.plan import Child, Planner, advertise_host, any_free_port, gpu_assignment, gpu_count, port_problem
+from stack.plan import (
+    Child,
+    Planner,
+    advertise_host,
+    any_free_port,
+    gpu_assignment,
+    gpu_count,
+    port_problem,
+    write_prometheus_targets,
+)
 from stack.sources import ensure_in_store
 
 if TYPE_CHECKING:
@@ -138,6 +147,9 @@ class Rollout:
             if step.action in ("replace", "stop") and old is not None:
                 self._drain(step, old)
         self.stack.options = replace(self.stack.options, deployment=self.desired)
+        targets = self.desired.monitoring.prometheus_targets
+        if targets is not None:
+            write_prometheus_targets(self.desired, targets, [_port(c) for c in self.stack.workers()])
         return True
 
     def _start_ready(self, step: Step, planned: Child) -> bool:

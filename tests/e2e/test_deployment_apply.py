@@ -19,7 +19,7 @@ from openai import OpenAI
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM, STARTER_TRANSCRIPTION
 from tests.helpers.load import Load, chat, embeddings
 from tests.helpers.polling import eventually_sync
-from tests.helpers.ports import free_ports
+from tests.helpers.ports import free_port_pair, free_ports
 from tests.helpers.processes import REPO, process, registry_services
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +59,8 @@ def _served(registry: int) -> Counter[str]:
 
 def test_apply_under_load_scales_adds_and_removes_without_a_failed_request(
         tmp_path, smollm_path, minilm_path, whisper_path):
-    gateway, registry, chat_port, emb_port, stt_port = free_ports(5)
+    gateway, registry, emb_port, stt_port = free_ports(4)
+    chat_port = free_port_pair()
     head = _head(gateway, registry, tmp_path / "store")
     before = _write(tmp_path / "before.yaml", head + f"""\
           - {{id: {CHAT}, type: llm, source: {{starter: llm}}, replicas: 2, port: {chat_port}, {QUEUE}}}

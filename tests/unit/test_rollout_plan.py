@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 from stack.deployment_file import parse_deployment
-from stack.plan import Planner
+from stack.plan import Planner, write_prometheus_targets
 from stack.rollout import diff, notes, restart_only_changes
 
 
@@ -58,3 +59,11 @@ def test_global_changes_are_refused_and_default_changes_noted():
     assert notes(_deployment(EMB), _deployment(other)) == [
         "the gateway keeps 'emb' as its default embedding model (the file now says 'emb2'); restart 'up' to "
         "change it"]
+
+
+def test_prometheus_targets_follow_where_the_workers_really_listen(tmp_path):
+    path = tmp_path / "targets.json"
+    write_prometheus_targets(_deployment(CHAT2 + EMB), path, worker_ports=[9101, 9102])
+    groups = {g["labels"]["job"]: g["targets"] for g in json.loads(path.read_text())}
+    assert groups["worker"] == ["127.0.0.1:9101", "127.0.0.1:9102"]
+    assert groups["gateway"] == ["127.0.0.1:8080"]
