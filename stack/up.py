@@ -8,6 +8,9 @@ verify their model from it and register with the service registry, and the gatew
 registry's snapshot. ``up`` waits until the gateway lists every model, prints where to go, and on
 Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a grace period). Children are also
 told by the kernel to stop if this supervisor dies abruptly, so no process is ever left behind.
+
+Once up, it also serves a loopback control endpoint (stack/control.py) through which ``model-service
+apply`` and ``models alias --rollout`` change the running workers, rolling (stack/rollout.py).
 """
 
 from __future__ import annotations
