@@ -127,6 +127,10 @@ def _with_flags(deployment: Deployment, args: argparse.Namespace) -> Deployment:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
+    if args.compose:
+        from stack.compose_apply import apply_compose
+
+        return apply_compose(args.file, args.compose, args.compose_cmd, args.recreate)
     from stack.apply_client import apply_file
 
     return apply_file(args.file, args.control)
@@ -223,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("file")
     apply.add_argument("--control", default=None, metavar="URL",
                        help="the stack's control URL (default: found from the file's gateway port)")
+    apply.add_argument("--compose", default=None, metavar="OUT",
+                       help="a compose deployment instead: render FILE to OUT and converge it replica by replica")
+    apply.add_argument("--compose-cmd", default="docker compose", help="with --compose: the compose command")
+    apply.add_argument("--recreate", action="store_true",
+                       help="with --compose: recreate every worker (a store alias now names another revision)")
     apply.set_defaults(func=_cmd_apply)
 
     worker = sub.add_parser("worker", help="run one model worker")
