@@ -29,9 +29,11 @@ ADDED = "minilm-second"
 QUEUE = "limits: {max_queue: 64, default_max_tokens: 4}"
 
 
-def _head(gateway: int, registry: int, store: Path) -> str:
-    return (f"ports: {{gateway: {gateway}, service_registry: {registry}, model_registry: null}}\n"
-            f"store: {{local_root: {store}}}\nmodels:\n")
+def _head(gateway: int, registry: int, store: Path | None = None) -> str:
+    """``store``: a store of the test's own; None: the shared local store, where the starter models
+    already are after the first run (nothing is copied again)."""
+    where = f"store: {{local_root: {store}}}\n" if store is not None else ""
+    return f"ports: {{gateway: {gateway}, service_registry: {registry}, model_registry: null}}\n{where}models:\n"
 
 
 def _write(path: Path, text: str) -> Path:
@@ -61,7 +63,7 @@ def test_apply_under_load_scales_adds_and_removes_without_a_failed_request(
         tmp_path, smollm_path, minilm_path, whisper_path):
     gateway, registry, emb_port, stt_port = free_ports(4)
     chat_port = free_port_pair()
-    head = _head(gateway, registry, tmp_path / "store")
+    head = _head(gateway, registry)
     before = _write(tmp_path / "before.yaml", head + f"""\
           - {{id: {CHAT}, type: llm, source: {{starter: llm}}, replicas: 2, port: {chat_port}, {QUEUE}}}
           - {{id: {EMBEDDING}, type: embedding, source: {{starter: embedding}}, port: {emb_port}, {QUEUE}}}
