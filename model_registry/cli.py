@@ -143,6 +143,10 @@ def _alias(args: argparse.Namespace) -> int:
     with _catalog() as (catalog, _):
         record = catalog.set_alias(args.id, args.alias, args.revision)
     print(f"{args.id}: {args.alias} -> {record.aliases[args.alias]}")
+    if args.rollout:  # the running local stack moves the replicas that load this alias, one at a time
+        from stack.apply_client import rollout
+
+        return rollout(args.gateway_port, args.control)
     return 0
 
 
@@ -197,6 +201,10 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     p.add_argument("id")
     p.add_argument("alias")
     p.add_argument("revision")
+    p.add_argument("--rollout", action="store_true",
+                   help="then roll the running 'model-service up' onto it (replicas whose source is this alias)")
+    p.add_argument("--gateway-port", type=int, default=8080, help="with --rollout: which running stack")
+    p.add_argument("--control", default=None, metavar="URL", help="with --rollout: the stack's control URL")
     p.set_defaults(func=_run(_alias))
 
     p = subparsers.add_parser("fetch", help="copy and verify a revision into a local cache folder")

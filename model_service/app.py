@@ -34,7 +34,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         # Deregisters before the engine stops; never blocks start-up when the registry is down.
         authenticator: Authenticator = app.state.authenticator
-        async with registered(worker.settings, authenticator.settings.outgoing_headers()):
+        async with registered(worker.settings, authenticator.settings.outgoing_headers()) as membership:
+            worker.membership = membership
             yield
     finally:
         await worker.stop()

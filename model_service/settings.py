@@ -92,6 +92,11 @@ class WorkerSettings(ServiceSettings):
     worker_id: str | None = Field(default=None, validation_alias=AliasChoices("WORKER_ID", "WORKER_WORKER_ID"))
     gpu_indices: Annotated[list[int], NoDecode] = Field(default_factory=list)  # e.g. "0" or "0,1"
     heartbeat_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    # Graceful stop (SIGTERM, model_service/drain.py): deregister, answer 503 to new requests for at
+    # least drain_linger_s (gateways following the registry stop picking it meanwhile), let in-flight
+    # requests finish for at most drain_timeout_s, then exit.
+    drain_linger_s: float = Field(default=3.0, ge=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
 
     @field_validator("gpu_indices", mode="before")
     @classmethod

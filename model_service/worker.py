@@ -26,6 +26,7 @@ from model_service.engines.base import Engine, EngineInfo
 from model_service.metrics import WorkerMetrics
 from model_service.model_files import prepare_model_files
 from model_service.settings import WorkerSettings
+from service_registry.client import Membership
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class Worker:
         self._load_task: asyncio.Task[None] | None = None
         # Fetches remote images for a multimodal worker, only where the site allows them.
         self.http: httpx.AsyncClient | None = None
+        # Set by the lifespan while registered; a drain (model_service/drain.py) withdraws it.
+        self.membership: Membership | None = None
+        self.draining = False
 
     async def start(self) -> None:
         if self.settings.model_type == "multimodal" and self.settings.allow_remote_images:
@@ -115,7 +119,10 @@ class Worker:
 
     def ready_engine(self) -> Engine:
         """The loaded engine, or a 503 that says whether to wait (loading, its server restarting) or
-        give up (failed)."""
+        give up (failed), or to go elsewhere (draining: the gateway fails over before the first byte)."""
+        if self.draining:
+            raise ServiceUnavailableError(f"This replica of '{self.settings.model_name}' is draining before it "
+                                          "stops; another replica serves.", code="draining")
         if self.engine is not None:
             if (why := self.engine.unavailable()) is not None:
                 raise ServiceUnavailableError(f"Model '{self.settings.model_name}' is unavailable: {why}",

@@ -146,6 +146,7 @@ class Membership:
         self.service_id: str | None = None  # set once the registry has accepted the registration
         self.registered = asyncio.Event()  # set while registered (tests and start-up logs can wait on it)
         self.last_error: str | None = None  # why the last step failed; None once a step succeeds
+        self.withdrawn = False  # set by withdraw(): no heartbeat or re-registration after it
 
     @property
     def interval_s(self) -> float:
@@ -153,7 +154,7 @@ class Membership:
 
     async def run(self) -> None:
         delay = self._initial
-        while True:
+        while not self.withdrawn:
             try:
                 await self._step()
                 delay = self._initial
@@ -173,6 +174,8 @@ class Membership:
                 await asyncio.sleep(self._max)
 
     async def _step(self) -> None:
+        if self.withdrawn:
+            return
         if self.service_id is None:
             answer = await self._client.register(self._registration)
             self.service_id = answer.id
@@ -182,10 +185,18 @@ class Membership:
             log.info("registered with %s as %s", self._client.base_url, answer.id)
             return
         await asyncio.sleep(self.interval_s)
+        if self.withdrawn:
+            return
         if not await self._client.heartbeat(self.service_id):
             log.warning("registry forgot %s; registering again", self.service_id)
             self.service_id = None
             self.registered.clear()
+
+    async def withdraw(self) -> None:
+        """Deregister now and stay out (a draining worker): unlike :meth:`leave` mid-life, the
+        background task does not register again when its next heartbeat finds the entry gone."""
+        self.withdrawn = True
+        await self.leave()
 
     async def leave(self) -> None:
         """Deregister on a clean shutdown; a registry that is down just lets the registration expire."""

@@ -31,10 +31,16 @@ def _given(**flags: Any) -> dict[str, Any]:
     return {name: value for name, value in flags.items() if value is not None}
 
 
-def _serve(app: FastAPI, args: argparse.Namespace) -> int:
+def _serve(app: FastAPI, args: argparse.Namespace, *, drain: bool = False) -> int:
+    """``drain``: a worker, whose first SIGTERM drains before it stops (model_service/drain.py)."""
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if not drain:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+    from model_service.drain import DrainingServer
+
+    DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level), app).run()
     return 0
 
 
@@ -48,7 +54,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         registry_url=args.registry_url, advertise_url=args.advertise_url, device=args.device,
         host=args.host, port=args.port,
     ))
-    return _serve(create_app(settings), args)
+    return _serve(create_app(settings), args, drain=True)
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -118,6 +124,16 @@ def _with_flags(deployment: Deployment, args: argparse.Namespace) -> Deployment:
     if found:
         raise DeploymentFileError("flags", [f"with the command-line flags: {p.message}" for p in found])
     return changed
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    if args.compose:
+        from stack.compose_apply import apply_compose
+
+        return apply_compose(args.file, args.compose, args.compose_cmd, args.recreate)
+    from stack.apply_client import apply_file
+
+    return apply_file(args.file, args.control)
 
 
 def _deployment_or_report(path: str) -> Deployment | None:
@@ -220,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for readiness")
     up.add_argument("--log-level", default="warning", help="log level of the child services")
     up.set_defaults(func=_cmd_up)
+
+    apply = sub.add_parser("apply", help="change the running 'up' to match FILE, rolling, without failing "
+                                         "a request (docs/deployment-file.md#apply)")
+    apply.add_argument("file")
+    apply.add_argument("--control", default=None, metavar="URL",
+                       help="the stack's control URL (default: found from the file's gateway port)")
+    apply.add_argument("--compose", default=None, metavar="OUT",
+                       help="a compose deployment instead: render FILE to OUT and converge it replica by replica")
+    apply.add_argument("--compose-cmd", default="docker compose", help="with --compose: the compose command")
+    apply.add_argument("--recreate", action="store_true",
+                       help="with --compose: recreate every worker (a store alias now names another revision)")
+    apply.set_defaults(func=_cmd_apply)
 
     worker = sub.add_parser("worker", help="run one model worker")
     _add_common(worker, 8000)

@@ -31,6 +31,7 @@ class Child:
     env: dict[str, str]
     url: str
     model: str | None = None  # the served name, for a worker
+    replica: int | None = None  # its replica number, for a worker
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
@@ -45,13 +46,27 @@ def taken_ports(d: Deployment) -> list[str]:
     """
     lines = []
     for service, port, _ in service_ports(d):
-        with socket.socket(socket.AF_INET6 if ":" in d.host else socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((d.host, port))
-            except OSError as exc:
-                lines.append(f"port {port} on {d.host} (wanted by {service}) is not free: {exc.strerror}")
+        problem = port_problem(d.host, port)
+        if problem is not None:
+            lines.append(f"port {port} on {d.host} (wanted by {service}) is not free: {problem}")
     return lines
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """None when ``port`` on ``host`` can be bound now (0: any free port), else why not."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def any_free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def gpu_assignment(d: Deployment, available: int | None) -> dict[tuple[int, int], list[int]]:
@@ -111,7 +126,7 @@ class Planner:
         out = [self._service("registry", "service-registry", d.ports.service_registry)]
         if d.ports.model_registry is not None:
             out.append(self._service("models", "model-registry", d.ports.model_registry))
-        out += [self._worker(i, model, replica, port) for i, model, replica, port in replica_ports(d)]
+        out += self.workers()
         gateway_args = ["--registry-url", self.registry_url, *gateway_default_flags(d)]
         gateway = self._service("gateway", "gateway", d.ports.gateway, *gateway_args)
         if d.ports.model_registry is not None:  # the console's Models page reads the store through it
@@ -124,6 +139,11 @@ class Planner:
         argv = [sys.executable, "-m", "stack", command, "--host", host, "--port", str(port),
                 "--log-level", self.log_level, *extra]
         return Child(name, argv, {}, f"http://{host}:{port}")
+
+    def workers(self) -> list[Child]:
+        """Only the worker processes (what ``apply`` compares with the running ones)."""
+        d = self.deployment
+        return [self._worker(i, model, replica, port) for i, model, replica, port in replica_ports(d)]
 
     def _worker(self, index: int, model: ModelSpec, replica: int, port: int) -> Child:
         host = self.deployment.host
@@ -141,7 +161,7 @@ class Planner:
         elif model.placement.device == "cpu":
             argv += ["--device", "cpu"]
         label = model.type if model.replicas == 1 else f"{model.type}-{replica}"
-        return Child(label, argv, env, f"http://{host}:{port}", model=model.name)
+        return Child(label, argv, env, f"http://{host}:{port}", model=model.name, replica=replica)
 
 
 def worker_env(model: ModelSpec, replica: int) -> dict[str, str]:
@@ -174,12 +194,18 @@ def environment(d: Deployment) -> dict[str, str]:
     return env
 
 
-def write_prometheus_targets(d: Deployment, path: Path) -> None:
-    """Prometheus ``file_sd`` targets: one group per service kind, every process's /metrics address."""
+def write_prometheus_targets(d: Deployment, path: Path, worker_ports: list[int] | None = None) -> None:
+    """Prometheus ``file_sd`` targets: one group per service kind, every process's /metrics address.
+
+    ``worker_ports``: where the workers really listen, when that is no longer the file's ports (after
+    ``apply`` started replicas elsewhere); Prometheus rereads the file, so it follows."""
     host = advertise_host(d.host)
     groups: dict[str, list[str]] = {}
     for service, port, field_path in service_ports(d):
         job = "worker" if field_path[0] == "models" else service.replace(" ", "-")
-        groups.setdefault(job, []).append(f"{host}:{port}")
+        if job != "worker" or worker_ports is None:
+            groups.setdefault(job, []).append(f"{host}:{port}")
+    if worker_ports is not None:
+        groups["worker"] = [f"{host}:{port}" for port in worker_ports]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([{"targets": t, "labels": {"job": job}} for job, t in groups.items()], indent=2))

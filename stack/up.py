@@ -8,15 +8,20 @@ verify their model from it and register with the service registry, and the gatew
 registry's snapshot. ``up`` waits until the gateway lists every model, prints where to go, and on
 Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a grace period). Children are also
 told by the kernel to stop if this supervisor dies abruptly, so no process is ever left behind.
+
+Once up, it also serves a loopback control endpoint (stack/control.py) through which ``model-service
+apply`` and ``models alias --rollout`` change the running workers, rolling (stack/rollout.py).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,7 @@ import httpx
 from pydantic import ValidationError
 
 from common.auth import AuthSettings
+from stack.control import ControlServer, create_control_app
 from stack.deployment import Deployment
 from stack.plan import (
     REGISTRY_NAMES,
@@ -65,9 +71,52 @@ class LocalStack:
         self.children: list[Child] = []
         self.auth = AuthSettings(_env_file=None, auth=False)  # the real one is read in run()
         self._stopping = False
+        # Live changes (stack/rollout.py) run in the control server's thread: children change under
+        # this lock, one apply at a time, and replicas still starting are stopped with the rest.
+        self._lock = threading.Lock()
+        self.apply_lock = threading.Lock()
+        self.starting: list[Child] = []
+        self._launches: queue.Queue[tuple[Child, threading.Event]] = queue.Queue()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def workers(self) -> list[Child]:
-        return [c for c in self.children if c.model is not None]
+        with self._lock:
+            return [c for c in self.children if c.model is not None]
+
+    def gateway(self) -> Child:
+        return self.children[-1]
+
+    def admin_headers(self) -> dict[str, str]:
+        return _admin_headers(self.auth)
+
+    def launch(self, child: Child) -> None:
+        """Start a new replica; until :meth:`promote`, its exit is the rollout's business, not a crash.
+
+        The main thread forks it: the kernel's parent-death signal follows the forking *thread*, so a
+        child forked by the apply thread would be stopped when that thread ends."""
+        started = threading.Event()
+        with self._lock:
+            if self._stopping:
+                return
+            self.starting.append(child)
+        self._launches.put((child, started))
+        while not started.wait(0.5) and not self._stopping:
+            pass
+
+    def promote(self, child: Child) -> None:
+        with self._lock:
+            self.starting.remove(child)
+            self.children.insert(len(self.children) - 1, child)  # the gateway stays last
+
+    def retire(self, child: Child) -> None:
+        """Take a replica out of supervision before it is stopped on purpose."""
+        with self._lock:
+            for group in (self.children, self.starting):
+                if child in group:
+                    group.remove(child)
 
     def prepare(self) -> list[Child]:
         """Everything that can fail before a child starts: ports, GPUs, auth settings, the store."""
@@ -98,8 +147,13 @@ class LocalStack:
                 self._start(child)
             if not self._wait_ready(self.workers()):
                 return 1
-            self._print_banner()
-            return self._supervise()
+            control = ControlServer(create_control_app(self, self.auth), self.options.deployment.ports.gateway)
+            control.start()
+            try:
+                self._print_banner()
+                return self._supervise()
+            finally:
+                control.stop()
         except (StarterModelError, SourceProblem, PlanError, ValidationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -119,7 +173,9 @@ class LocalStack:
         )
 
     def _dead(self) -> Child | None:
-        return next((c for c in self.children if c.proc is not None and c.proc.poll() is not None), None)
+        with self._lock:
+            children = list(self.children)
+        return next((c for c in children if c.proc is not None and c.proc.poll() is not None), None)
 
     def _wait_ready(self, workers: list[Child]) -> bool:
         """Ready when the gateway lists every worker's model (so the first request works)."""
@@ -174,7 +230,14 @@ class LocalStack:
                 print(f"error: {dead.name} exited with code {dead.proc.returncode}; stopping the stack",
                       file=sys.stderr)
                 return 1
-            time.sleep(0.5)
+            try:
+                child, started = self._launches.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            with self._lock:
+                if child in self.starting and not self._stopping:
+                    self._start(child)
+            started.set()
         return 0
 
     def stop(self) -> None:
@@ -184,8 +247,11 @@ class LocalStack:
         """
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        waves = [[c for c in self.children if c.name not in REGISTRY_NAMES],
-                 [c for c in self.children if c.name in REGISTRY_NAMES]]
+        with self._lock:
+            self._stopping = True
+            children = [*self.children, *self.starting]
+        waves = [[c for c in children if c.name not in REGISTRY_NAMES],
+                 [c for c in children if c.name in REGISTRY_NAMES]]
         stopped = False
         for wave in waves:
             running = [c.proc for c in wave if c.proc is not None and c.proc.poll() is None]

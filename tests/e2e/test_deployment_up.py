@@ -18,23 +18,10 @@ import pytest
 from openai import OpenAI
 
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM
-from tests.helpers.ports import free_ports
+from tests.helpers.ports import free_port_pair, free_ports
 
 pytestmark = pytest.mark.e2e
 READY_TIMEOUT_S = 300.0
-
-
-def _port_pair() -> int:
-    """A free port whose next port is free too (the second chat replica takes port + 1)."""
-    for _ in range(50):
-        port = free_ports(1)[0]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 def _write(tmp: Path, gateway: int, registry: int, models: int, chat: int, embedding: int) -> Path:
@@ -73,7 +60,7 @@ def _chat_requests(metrics_url: str) -> float:
 
 def test_gateway_balances_both_chat_replicas(tmp_path, smollm_path, minilm_path):
     gateway, registry, models, embedding = free_ports(4)
-    chat = _port_pair()
+    chat = free_port_pair()
     log = tmp_path / "up.log"
     proc = _up(_write(tmp_path, gateway, registry, models, chat, embedding), log)
     try:
@@ -111,7 +98,7 @@ def test_gateway_balances_both_chat_replicas(tmp_path, smollm_path, minilm_path)
 
 def test_a_taken_port_stops_up_before_anything_starts(tmp_path):
     gateway, registry, models, embedding = free_ports(4)
-    chat = _port_pair()
+    chat = free_port_pair()
     log = tmp_path / "up.log"
     with socket.socket() as holder:  # another program already listens where the embedding worker wants to
         holder.bind(("127.0.0.1", embedding))
