@@ -279,6 +279,8 @@ class Exchange:
                estimated_tokens: int = 0) -> None:
         state, now, label = self.state, time.perf_counter(), self.label
         state.metrics.observe(label, self.endpoint.path, status, now - self.started)
+        if replica is not None:
+            state.metrics.recent.record(replica, now - self.started)
         ttft = first_content_at - self.started if first_content_at is not None else None
         if ttft is not None:
             state.metrics.child(state.metrics.ttft, label).observe(ttft)

@@ -9,7 +9,9 @@ when Prometheus scrapes, so it can never drift from what routing sees.
 
 from __future__ import annotations
 
+import time
 from collections import Counter as _Tally
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from common.metrics import TTFT_BUCKETS
 from gateway.circuit import STATE_CODES, Circuit
+from gateway.usage_series import percentile
 
 if TYPE_CHECKING:
     from gateway.upstreams import Snapshot
@@ -89,6 +92,7 @@ class GatewayMetrics:
         self.replica_health = ReplicaHealth()
         self.registry.register(self.replica_health)
         self.served: _Tally[str] = _Tally()  # the same count, readable by /services
+        self.recent = RecentLatency()  # per replica, for the console's p50/p95 and requests/s
         # Labelled children by label values: ``.labels()`` validates and locks on every call, which
         # showed up per request; the label sets are bounded (resolved models, endpoints, replicas).
         self._children: dict[tuple[object, ...], Any] = {}
@@ -139,3 +143,35 @@ class InFlight:
     def view(self) -> Mapping[str, int]:
         """A read-only live view (routing only reads it within one synchronous call)."""
         return MappingProxyType(self._counts)
+
+
+class RecentLatency:
+    """Each replica's answers of the last ``window_s`` seconds (monotonic finish time, seconds taken):
+    what the overview's p50/p95 latency and requests/s come from. The histogram above has the same
+    facts, but bucketed and since start-up; an operator watching a replica wants "now", exactly."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._answers: dict[str, deque[tuple[float, float]]] = {}
+
+    def record(self, replica: str, seconds: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        answers = self._answers.setdefault(replica, deque())
+        answers.append((now, seconds))
+        self._trim(answers, now)
+
+    def view(self, replica: str, now: float | None = None) -> dict[str, float | None]:
+        """``p50_ms``, ``p95_ms`` (nearest rank) and ``requests_per_s`` over the window."""
+        now = time.monotonic() if now is None else now
+        answers = self._answers.get(replica)
+        if answers is not None:
+            self._trim(answers, now)
+        if not answers:
+            return {"p50_ms": None, "p95_ms": None, "requests_per_s": 0.0}
+        taken = [seconds * 1000 for _, seconds in answers]
+        return {"p50_ms": round(percentile(taken, 0.5) or 0, 1), "p95_ms": round(percentile(taken, 0.95) or 0, 1),
+                "requests_per_s": round(len(answers) / self.window_s, 3)}
+
+    def _trim(self, answers: deque[tuple[float, float]], now: float) -> None:
+        while answers and answers[0][0] < now - self.window_s:
+            answers.popleft()

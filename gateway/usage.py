@@ -98,9 +98,10 @@ class UsageLog:
         rotated = [self.path.with_name(f"{self.path.name}.{n}") for n in range(self.backup_count, 0, -1)]
         return [p for p in (*rotated, self.path) if p.is_file()]
 
-    async def summary(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    async def summary(self, since: datetime | None, until: datetime | None,
+                      key_id: str | None = None) -> dict[str, Any]:
         await self.flush()
-        return await asyncio.to_thread(summarize, self.files(), since, until)
+        return await asyncio.to_thread(summarize, self.files(), since, until, key_id)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -128,8 +129,9 @@ def is_request_line(entry: dict[str, Any]) -> bool:
     return "endpoint" in entry and entry.get("event") is None
 
 
-def newest_requests(paths: list[Path], limit: int) -> list[dict[str, Any]]:
-    """The last ``limit`` request lines of ``paths`` (oldest file first), newest first. Files are read
+def newest_requests(paths: list[Path], limit: int, key_id: str | None = None) -> list[dict[str, Any]]:
+    """The last ``limit`` request lines of ``paths`` (oldest file first; only ``key_id``'s when given),
+    newest first. Files are read
     newest first and lines from the end, so a view of the latest requests parses only those lines and
     never opens the older rotated files once it has enough."""
     out: list[dict[str, Any]] = []
@@ -143,7 +145,7 @@ def newest_requests(paths: list[Path], limit: int) -> list[dict[str, Any]]:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and is_request_line(entry):
+            if isinstance(entry, dict) and is_request_line(entry) and key_id in (None, entry.get("key_id")):
                 out.append(entry)
                 if len(out) == limit:
                     return out
@@ -165,8 +167,10 @@ def add_line(row: dict[str, int], entry: dict[str, Any]) -> None:
             row[key] += value
 
 
-def summarize(paths: list[Path], since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """Requests, errors (status >= 400) and tokens in ``[since, until)``: in all, by key and by model.
+def summarize(paths: list[Path], since: datetime | None, until: datetime | None,
+              key_id: str | None = None) -> dict[str, Any]:
+    """Requests, errors (status >= 400) and tokens in ``[since, until)`` (only ``key_id``'s when given):
+    in all, by key and by model.
 
     Only request lines count (audit lines of key changes have no ``endpoint``).
     """
@@ -179,6 +183,8 @@ def summarize(paths: list[Path], since: datetime | None, until: datetime | None)
         if not isinstance(moment, str) or not is_request_line(entry):
             continue
         if (low is not None and moment < low) or (high is not None and moment >= high):
+            continue
+        if key_id is not None and entry.get("key_id") != key_id:
             continue
         add_line(total, entry)
         add_line(by_key.setdefault(str(entry.get("key_id") or "-"), empty_row()), entry)

@@ -86,6 +86,7 @@ def _counters(state: GatewayState, key: str) -> dict[str, Any]:
         "failures": circuit.failures_total,
         "circuit": {"state": circuit.state, "consecutive_failures": circuit.consecutive_failures,
                     "opens": circuit.opens_total},
+        "recent": state.metrics.recent.view(key),  # the last minute: p50/p95 latency, requests/s
     }
 
 

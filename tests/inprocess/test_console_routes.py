@@ -84,7 +84,7 @@ async def test_store_route_says_when_the_model_registry_is_unset_or_unreachable(
         assert (await client.get("/admin/store")).status_code == 401
         assert (await client.get("/admin/store", headers=bearer(SERVICE_TOKEN))).status_code == 403
         unset = await client.get("/admin/store", headers=bearer(ADMIN_KEY))
-    assert unset.json() == {"configured": False, "models": [], "jobs": []}
+    assert unset.json() == {"configured": False, "models": [], "jobs": [], "served": {}}
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
