@@ -8,6 +8,7 @@ Route access builds on the shared check in :mod:`common.auth`:
 | ``/v1/*`` (OpenAI) | user keys, admin |
 | ``/services``, ``/gpu-stats``, ``/metrics`` | service token, admin |
 | ``/admin/*``, ``/usage`` | admin |
+| ``/usage/me`` | user keys (their own lines), admin (every key's) |
 
 Before any worker is called, :func:`admit` checks a proxied request: the caller's key must allow the
 model it resolves to (a default filled in counts; 403 ``model_not_allowed``), images must go to a model

@@ -3,10 +3,15 @@ real stack (``python -m stack up``: SmolLM2 chat, MiniLM embeddings, whisper-bas
 API keys on.
 
 Shown: sign-in with the admin key (a wrong key is refused on the page); the overview lists every
-replica; the playground streams a real chat answer, compares two texts by embeddings and transcribes
-espeak-ng speech; a key created in the page works with the ``openai`` SDK and gets 401 after it is
-revoked in the page; the usage page shows a request just made; ``/docs`` and ``/redoc`` render. While
-the tests browse, every request the browser makes goes to the gateway: none to any other host.
+replica with its recent p50/p95 latency and requests/s, and a killed worker turns unhealthy with the
+reason; a pull of a real model folder from a local Hugging Face Hub (tests/helpers/hub.py, the stack's
+model registry pointed at it) shows its job's progress reach 100 % and the model appear, and a revision
+a worker serves is refused deletion while an unused one is deleted; the playground streams a real chat
+answer, compares two texts by embeddings and transcribes espeak-ng speech; a key created in the page
+works with the ``openai`` SDK and gets 401 after it is revoked in the page; the usage page shows a
+request just made, in its table and its charts; a user key sees the playground with its models only and
+its own usage; ``/docs`` and ``/redoc`` render. While the tests browse, every request the browser makes
+goes to the gateway: none to any other host.
 
 Screenshots of each page go to the test's temporary folder, or to ``CONSOLE_SCREENSHOTS`` (the docs
 use ``CONSOLE_SCREENSHOTS=docs/console``).
@@ -17,7 +22,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ import pytest
 
 from common.auth import new_secret
 from stack.starters import STARTER_EMBEDDING, STARTER_LLM, STARTER_TRANSCRIPTION
+from tests.helpers.hub import FolderHub, folder_hub
 from tests.helpers.ports import free_ports
 from tests.helpers.stack import RunningStack, start_stack
 
@@ -38,6 +46,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 ADMIN_KEY = new_secret()
 STEP_MS = 120_000  # one real chat answer or transcription on two shared CPU cores
+PULLED = "acme/minilm-mirror"  # the hub serves the starter embedding model's real folder under this id
 
 
 def admin(stack: RunningStack, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -46,13 +55,23 @@ def admin(stack: RunningStack, method: str, path: str, **kw: Any) -> httpx.Respo
 
 
 @pytest.fixture(scope="module")
+def hub(minilm_path: Path) -> Iterator[FolderHub]:
+    with folder_hub(PULLED, minilm_path) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path, minilm_path: Path,
-          whisper_path: Path) -> Iterator[RunningStack]:
-    """``python -m stack up`` with keys on, its key file and usage log in a temporary folder."""
+          whisper_path: Path, hub: FolderHub) -> Iterator[RunningStack]:
+    """``python -m stack up`` with keys on, its key file and usage log in a temporary folder, its model
+    registry pulling from the local hub (workers load from the store, offline whatever this says) into a
+    store of its own (the starters are imported into it: a few seconds), so no earlier run's models or
+    jobs show."""
     home = tmp_path_factory.mktemp("console-stack")
     env = {"MODEL_SERVICE_AUTH": "true", "MODEL_SERVICE_ADMIN_KEY": ADMIN_KEY,
            "MODEL_SERVICE_SERVICE_TOKEN": new_secret(), "GATEWAY_KEYS_FILE": str(home / "keys.json"),
-           "GATEWAY_USAGE_LOG": str(home / "usage.log")}
+           "GATEWAY_USAGE_LOG": str(home / "usage.log"), "MODEL_REGISTRY_HF_ENDPOINT": hub.url,
+           "HF_HUB_OFFLINE": "0", "HF_HOME": str(home / "hf"), "MODEL_REGISTRY_LOCAL_ROOT": str(home / "store")}
     running = start_stack(home, env=env, api_key=ADMIN_KEY)
     try:
         yield running
@@ -137,19 +156,46 @@ def test_sign_in_then_the_overview_lists_every_replica(stack: RunningStack, brow
     for replica in replicas:
         assert replica["url"] in table and replica["model"] in table
     assert table.count("healthy") == len(replicas)
+    headers = page.locator("#replicas th").all_inner_texts()
+    assert {"p50 ms", "p95 ms", "req/s", "in flight", "circuit"} <= set(headers)
     gpus = page.inner_text("#gpus")
     assert "no GPU" in gpus or "GPU 0" in gpus, gpus
     browser.shot(page, "overview")
 
 
-def test_the_models_page_lists_what_the_store_holds(stack: RunningStack, browser: Browser) -> None:
+def test_the_models_page_pulls_from_the_hub_with_progress_and_guards_served_revisions(
+        stack: RunningStack, browser: Browser, hub: FolderHub) -> None:
     page = signed_in(browser, "models")
     page.wait_for_selector("#store-models table")
     listed = page.inner_text("#store-models")
     for starter in (STARTER_LLM, STARTER_EMBEDDING, STARTER_TRANSCRIPTION):
         assert starter.model_id in listed
     assert listed.count("ready") >= 3 and "current →" in listed
+    # Every progress value the page shows for the pull, as the 2 s poll redraws the jobs table.
+    page.evaluate("""() => { window.percents = []; new MutationObserver(() => document
+        .querySelectorAll('#store-jobs [data-percent]').forEach((e) => window.percents.push(Number(e.dataset.percent))))
+        .observe(document.getElementById('store-jobs'), {childList: true, subtree: true}); }""")
+    page.fill("#pull-repo", PULLED)
+    page.select_option("#pull-type", "embedding")
+    page.click("#pull-start")
+    page.wait_for_selector(f"#store-jobs tr:has-text('{PULLED}'):has-text('done') [data-percent='100']", timeout=60_000)
+    assert page.evaluate("window.percents")[-1] == 100
+    assert f"GET /api/models/{PULLED}/revision/main" in hub.requests  # pulled from the hub, not copied
+    page.wait_for_selector(f"#store-models tr:has-text('{PULLED}'):has-text('ready')")
+    pulled = admin(stack, "GET", "/admin/store").json()
+    record = next(m for m in pulled["models"] if m["id"] == PULLED)
+    assert record["size"] == hub.size and record["type"] == "embedding"
     browser.shot(page, "models")
+
+    # A revision a worker serves is refused; the pulled one (served by none) is deleted.
+    served = next(m for m in pulled["models"] if m["id"] == STARTER_EMBEDDING.model_id)
+    row = f"#store-revisions tr:has-text('{STARTER_EMBEDDING.model_id}')"
+    page.click(f"{row} button[data-delete='{served['current']}']")
+    page.wait_for_selector("#store-error:has-text('in use')")
+    page.click(f"#store-revisions tr:has-text('{PULLED}') button[data-delete='{record['current']}']")
+    page.locator(f"#store-models tr:has-text('{PULLED}')").wait_for(state="detached")
+    models = {m["id"] for m in admin(stack, "GET", "/admin/store").json()["models"]}
+    assert PULLED not in models and STARTER_EMBEDDING.model_id in models
 
 
 def test_playground_streams_a_real_chat_answer_and_runs_the_other_modalities(
@@ -220,24 +266,38 @@ def test_the_usage_page_shows_a_request_just_made(stack: RunningStack, browser: 
     assert key["id"] in newest and STARTER_EMBEDDING.model_id in newest and "/v1/embeddings" in newest
     assert key["id"] in page.inner_text("main")  # its by-key row too
     assert page.locator("#usage-model-chart rect").count() >= 1
+    page.select_option("#usage-group", "by_key")
+    page.wait_for_selector(f"#usage-series .legend:has-text('{key['id']}')")
+    assert page.locator("#usage-series-chart circle").count() >= 1
     browser.shot(page, "usage")
 
 
-def test_a_user_key_sees_the_playground_with_its_models_only(stack: RunningStack, browser: Browser) -> None:
+def test_a_user_key_sees_the_playground_with_its_models_only_and_its_own_usage(
+        stack: RunningStack, browser: Browser) -> None:
     key = admin(stack, "POST", "/admin/keys", json={"name": "chat-only", "models": [STARTER_LLM.model_id]}).json()
+    with openai.OpenAI(base_url=f"{stack.gateway_url}/v1", api_key=key["key"], max_retries=0, timeout=120) as client:
+        client.chat.completions.create(model=STARTER_LLM.model_id, max_tokens=2,
+                                       messages=[{"role": "user", "content": "Hi"}])
     page = browser.page()
     page.goto(f"{browser.gateway}/ui/#overview")
     page.fill("#sign-in-key", key["key"])
     page.click("#sign-in-form button")
     page.wait_for_selector("#who:has-text('user key')")
     page.wait_for_selector("#chat-model")
-    assert page.is_visible("a[data-page=playground]")
-    for admin_page in ("overview", "keys", "usage"):
+    assert page.is_visible("a[data-page=playground]") and page.is_visible("a[data-page=usage]")
+    for admin_page in ("overview", "models", "keys"):
         assert not page.is_visible(f"a[data-page={admin_page}]")
     options = page.locator("#chat-model option").all_inner_texts()
     assert options == [STARTER_LLM.model_id]
     page.click("button[data-tab=embeddings]")
     assert "no embedding model" in page.locator("#embed-model option").first.inner_text()
+    page.click("a[data-page=usage]")
+    page.wait_for_selector("#usage-recent table")
+    assert f"Your key {key['id']}:" in page.inner_text("#usage-totals")
+    assert "/v1/chat/completions" in page.inner_text("#usage-recent")
+    keys_shown = set(page.locator("#usage-recent tbody tr td:nth-child(2)").all_inner_texts())
+    assert keys_shown == {key["id"]}  # only its own lines, though others' requests are in the log
+    browser.shot(page, "usage-user")
 
 
 def test_api_docs_render_offline(stack: RunningStack, browser: Browser) -> None:
@@ -252,16 +312,68 @@ def test_api_docs_render_offline(stack: RunningStack, browser: Browser) -> None:
     assert page.locator("[data-section-id^='operation/']").count() >= 10
 
 
+@contextmanager
+def fake_worker(stack: RunningStack, model: str, model_type: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A fake-engine worker (the package's own, selected by a flag) that joins the stack's registry."""
+    port = free_ports(1)[0]
+    argv = [sys.executable, "-m", "stack", "worker", "--port", str(port), "--engine", "fake", "--model-name",
+            model, "--model-type", model_type, "--registry-url", stack.registry_url, "--log-level", "warning"]
+    with open(stack.log_path.parent / f"{model}.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=stack.env)
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def routed(stack: RunningStack, *models: str) -> None:
+    """Wait (bounded) until the gateway routes to a healthy replica of each of ``models``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        healthy = {r["model"] for r in admin(stack, "GET", "/services").json()["data"] if r["healthy"]}
+        if set(models) <= healthy:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the gateway never routed to {models}")
+
+
+def test_playground_vision_and_rerank_send_what_the_code_shows(
+        stack: RunningStack, browser: Browser, tmp_path: Path) -> None:
+    """Against fake-engine workers (no vision or rerank model ships on PyPI): the fake multimodal model
+    names each image it decoded with its size, the fake reranker scores by shared words."""
+    from PIL import Image
+
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (64, 48), "orange").save(picture)
+    with fake_worker(stack, "console-vision", "multimodal"), fake_worker(stack, "console-rerank", "rerank"):
+        routed(stack, "console-vision", "console-rerank")
+        page = signed_in(browser, "playground")
+        page.click("button[data-tab=vision]")
+        page.set_input_files("#vision-file", str(picture))
+        page.fill("#vision-prompt", "Describe")
+        page.click("#vision-send")
+        page.wait_for_selector("#vision-stats:has-text('tokens')", timeout=STEP_MS)
+        assert "[image 64x48]" in page.inner_text("#vision-answer")  # the data: URL arrived as a 64x48 image
+        curl, sdk = page.inner_text("pre.curl"), page.inner_text("pre.sdk")
+        assert '"type": "image_url"' in curl and "$(base64 -w0 cat.png)" in curl
+        assert "base64.b64encode" in sdk and '"url": image_url' in sdk
+        browser.shot(page, "playground-vision")
+
+        page.click("button[data-tab=rerank]")
+        page.fill("#rerank-query", "cats sleep")
+        page.fill("#rerank-documents", "Stocks closed higher.\nCats sleep all day.")
+        page.click("#rerank-send")
+        page.wait_for_selector("#rerank-result[data-done]", timeout=STEP_MS)
+        assert page.locator("#rerank-result li").first.inner_text().endswith("Cats sleep all day.")
+        assert 'client.post("/rerank"' in page.inner_text("pre.sdk")
+
+
 def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: RunningStack, browser: Browser) -> None:
     """A fake-engine worker joins the stack's registry, shows healthy, is killed, and shows unhealthy
     with the reason (well within the registry's heartbeat expiry, which would drop it later)."""
-    port = free_ports(1)[0]
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "stack", "worker", "--port", str(port), "--engine", "fake", "--model-name",
-            "console-extra", "--model-type", "llm", "--registry-url", stack.registry_url, "--log-level", "warning"]
-    with open(stack.log_path.parent / "extra-worker.log", "wb") as log:
-        extra = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=stack.env)
-    try:
+    with fake_worker(stack, "console-extra", "llm") as (extra, url):
         page = signed_in(browser, "overview")
         page.wait_for_selector(f"#replicas tr:has-text('{url}') :text('healthy')", timeout=60_000)
         extra.kill()
@@ -270,7 +382,3 @@ def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: RunningStack, br
         row.locator(":text('unhealthy')").wait_for(timeout=30_000)
         assert "unhealthy: " in row.inner_text() and len(row.inner_text().split("unhealthy: ")[1].strip()) > 3
         browser.shot(page, "overview-unhealthy")
-    finally:
-        if extra.poll() is None:
-            extra.kill()
-            extra.wait(timeout=10)

@@ -9,7 +9,7 @@ const PAGES = {
   keys: () => import("./keys.js"),
   usage: () => import("./usage.js"),
 };
-const ADMIN_PAGES = new Set(["overview", "models", "keys", "usage"]);
+const ADMIN_PAGES = new Set(["overview", "models", "keys"]);  // a user key: playground and its own usage
 let stopPage = null;
 const ctx = { role: null, auth: false };
 

@@ -1,56 +1,8 @@
-// Playground: chat (streamed), embeddings similarity, speech-to-text; each shows its request as curl and
+// Playground: chat (streamed), vision, embeddings similarity, speech-to-text, rerank; each shows its request as curl and
 // as OpenAI SDK code, so what works here can be pasted into a script.
-import { api, authHeaders, h, readAnswer } from "./api.js";
-
-const BASE = `${location.origin}/v1`;
-
-function modelSelect(models, type, id) {
-  const usable = models.filter((m) => m.type === type || (type === "llm" && m.type === "multimodal"));
-  return h("select", { id }, usable.length ? usable.map((m) => h("option", { value: m.id }, m.id))
-    : h("option", { value: "" }, `no ${type} model for this key`));
-}
-
-function curlJson(path, body) {
-  return `curl ${BASE}${path} \\\n  -H "Authorization: Bearer $OPENAI_API_KEY" \\\n` +
-    `  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body, null, 2).replaceAll("'", "'\\''")}'`;
-}
-
-const py = (value) => JSON.stringify(value, null, 4).replaceAll("true", "True").replaceAll("false", "False")
-  .replaceAll("null", "None");
-
-function sdk(call) {
-  return `from openai import OpenAI\n\nclient = OpenAI(base_url="${BASE}", api_key=os.environ["OPENAI_API_KEY"])\n${call}`
-    .replace("from openai", "import os\nfrom openai");
-}
-
-function codeBlocks(curl, python) {
-  return [h("h2", {}, "This request as curl"), h("pre", { class: "curl" }, curl),
-    h("h2", {}, "… and with the OpenAI SDK (Python)"), h("pre", { class: "sdk" }, python)];
-}
-
-// The SSE stream of /v1/chat/completions, read chunk by chunk; each delta is appended as it arrives.
-async function streamChat(body, onDelta) {
-  const resp = await fetch("/v1/chat/completions", {
-    method: "POST", headers: { ...authHeaders(), "content-type": "application/json" }, body: JSON.stringify(body),
-  });
-  if (!resp.ok) return readAnswer(resp);
-  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    const events = buffer.split("\n\n");
-    buffer = events.pop();
-    for (const event of events) {
-      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
-      if (!data || data === "[DONE]") continue;
-      const chunk = JSON.parse(data);
-      if (chunk.error) throw new Error(chunk.error.message);
-      onDelta(chunk.choices?.[0]?.delta?.content || "", chunk.usage);
-    }
-  }
-}
+import { api, h } from "./api.js";
+import { codeBlocks, curlJson, modelSelect, py, sdk, streamAnswer } from "./snippets.js";
+import { rerankPanel, visionPanel } from "./playground_more.js";
 
 function chatPanel(models) {
   const model = modelSelect(models, "llm", "chat-model");
@@ -71,22 +23,7 @@ function chatPanel(models) {
   const send = async (event) => {
     event.preventDefault();
     showCode();
-    answer.textContent = "";
-    stats.textContent = "streaming…";
-    const started = performance.now();
-    let first = null;
-    try {
-      await streamChat(body(), (text, usage) => {
-        if (text && first === null) first = performance.now() - started;
-        answer.textContent += text;
-        if (usage) stats.textContent = `${usage.completion_tokens} tokens; first token after ${Math.round(first)} ms; ` +
-          `${Math.round(performance.now() - started)} ms in all`;
-      });
-      if (stats.textContent === "streaming…") stats.textContent = "done";
-    } catch (err) {
-      stats.textContent = "";
-      answer.append(h("span", { class: "error" }, `\n${err.message}`));
-    }
+    await streamAnswer(body(), answer, stats);
   };
   [model, temperature, maxTokens, prompt].forEach((input) => input.addEventListener("change", showCode));
   showCode();
@@ -156,7 +93,8 @@ export async function render(element) {
   try { models = (await api("/v1/models")).data; } catch (err) {
     element.append(h("p", { class: "error" }, err.message));
   }
-  const panels = { chat: chatPanel(models), embeddings: embeddingsPanel(models), speech: speechPanel(models) };
+  const panels = { chat: chatPanel(models), vision: visionPanel(models), embeddings: embeddingsPanel(models),
+    speech: speechPanel(models), rerank: rerankPanel(models) };
   const body = h("div", { class: "card" });
   const buttons = Object.keys(panels).map((name) => h("button", {
     type: "button", class: "secondary", "data-tab": name, onclick: () => show(name),

@@ -1,0 +1,73 @@
+// What the playground panels share: model pickers for the key's models, the request shown as curl and
+// as OpenAI SDK code, and the SSE reader for streamed chat answers.
+import { authHeaders, h, readAnswer } from "./api.js";
+
+export const BASE = `${location.origin}/v1`;
+
+export function modelSelect(models, type, id) {
+  const usable = models.filter((m) => m.type === type || (type === "llm" && m.type === "multimodal"));
+  return h("select", { id }, usable.length ? usable.map((m) => h("option", { value: m.id }, m.id))
+    : h("option", { value: "" }, `no ${type} model for this key`));
+}
+
+export function curlJson(path, body) {
+  return `curl ${BASE}${path} \\\n  -H "Authorization: Bearer $OPENAI_API_KEY" \\\n` +
+    `  -H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body, null, 2).replaceAll("'", "'\\''")}'`;
+}
+
+export const py = (value) => JSON.stringify(value, null, 4).replaceAll("true", "True").replaceAll("false", "False")
+  .replaceAll("null", "None");
+
+export function sdk(call) {
+  return `from openai import OpenAI\n\nclient = OpenAI(base_url="${BASE}", api_key=os.environ["OPENAI_API_KEY"])\n${call}`
+    .replace("from openai", "import os\nfrom openai");
+}
+
+export function codeBlocks(curl, python) {
+  return [h("h2", {}, "This request as curl"), h("pre", { class: "curl" }, curl),
+    h("h2", {}, "… and with the OpenAI SDK (Python)"), h("pre", { class: "sdk" }, python)];
+}
+
+// The SSE stream of /v1/chat/completions, read chunk by chunk; each delta is appended as it arrives.
+export async function streamChat(body, onDelta) {
+  const resp = await fetch("/v1/chat/completions", {
+    method: "POST", headers: { ...authHeaders(), "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (!resp.ok) return readAnswer(resp);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    const events = buffer.split("\n\n");
+    buffer = events.pop();
+    for (const event of events) {
+      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+      if (!data || data === "[DONE]") continue;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      onDelta(chunk.choices?.[0]?.delta?.content || "", chunk.usage);
+    }
+  }
+}
+
+// Stream a chat answer into ``answer``, with tokens and time to first token in ``stats``.
+export async function streamAnswer(body, answer, stats) {
+  answer.textContent = "";
+  stats.textContent = "streaming…";
+  const started = performance.now();
+  let first = null;
+  try {
+    await streamChat(body, (text, usage) => {
+      if (text && first === null) first = performance.now() - started;
+      answer.textContent += text;
+      if (usage) stats.textContent = `${usage.completion_tokens} tokens; first token after ${Math.round(first)} ms; ` +
+        `${Math.round(performance.now() - started)} ms in all`;
+    });
+    if (stats.textContent === "streaming…") stats.textContent = "done";
+  } catch (err) {
+    stats.textContent = "";
+    answer.append(h("span", { class: "error" }, `\n${err.message}`));
+  }
+}
