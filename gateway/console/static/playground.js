@@ -1,7 +1,7 @@
 // Playground: chat (streamed), vision, embeddings similarity, speech-to-text, rerank; each shows its request as curl and
 // as OpenAI SDK code, so what works here can be pasted into a script.
 import { api, h } from "./api.js";
-import { codeBlocks, curlJson, modelSelect, py, sdk, streamAnswer } from "./snippets.js";
+import { BASE, codeBlocks, curlJson, modelSelect, py, sdk, streamAnswer } from "./snippets.js";
 import { rerankPanel, visionPanel } from "./playground_more.js";
 
 function chatPanel(models) {

@@ -21,10 +21,10 @@ function visionBody(model, prompt, maxTokens, url) {
 function visionCode(body, file) {
   const mime = file.type || "image/png";
   const curl = curlJson("/chat/completions", body).replace(IMAGE, `data:${mime};base64,'"$(base64 -w0 ${file.name})"'`);
-  const python = sdk(`import base64\n\nwith open(${JSON.stringify(file.name)}, "rb") as image:\n` +
+  const python = sdk(`\nwith open(${JSON.stringify(file.name)}, "rb") as image:\n` +
     `    image_url = "data:${mime};base64," + base64.b64encode(image.read()).decode()\n` +
     `stream = client.chat.completions.create(**${py(body).replace(`"${IMAGE}"`, "image_url")})\n` +
-    `for chunk in stream:\n    if chunk.choices:\n        print(chunk.choices[0].delta.content or "", end="")`);
+    `for chunk in stream:\n    if chunk.choices:\n        print(chunk.choices[0].delta.content or "", end="")`, ["base64"]);
   return codeBlocks(curl, python);
 }
 

@@ -18,9 +18,10 @@ export function curlJson(path, body) {
 export const py = (value) => JSON.stringify(value, null, 4).replaceAll("true", "True").replaceAll("false", "False")
   .replaceAll("null", "None");
 
-export function sdk(call) {
-  return `from openai import OpenAI\n\nclient = OpenAI(base_url="${BASE}", api_key=os.environ["OPENAI_API_KEY"])\n${call}`
-    .replace("from openai", "import os\nfrom openai");
+// A runnable Python script: the standard-library ``modules`` it needs, the client, then ``call``.
+export function sdk(call, modules = []) {
+  const imports = ["os", ...modules].sort().map((m) => `import ${m}\n`).join("");
+  return `${imports}from openai import OpenAI\n\nclient = OpenAI(base_url="${BASE}", api_key=os.environ["OPENAI_API_KEY"])\n${call}`;
 }
 
 export function codeBlocks(curl, python) {
