@@ -323,8 +323,12 @@ def fake_worker(stack: RunningStack, model: str, model_type: str) -> Iterator[tu
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # SIGTERM: it deregisters, so no stale record holds its port's URL
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait(timeout=10)
 
 
@@ -375,10 +379,10 @@ def test_a_killed_worker_shows_unhealthy_on_the_overview(stack: RunningStack, br
     with the reason (well within the registry's heartbeat expiry, which would drop it later)."""
     with fake_worker(stack, "console-extra", "llm") as (extra, url):
         page = signed_in(browser, "overview")
-        page.wait_for_selector(f"#replicas tr:has-text('{url}') :text('healthy')", timeout=60_000)
+        row = page.locator(f"#replicas tr:has-text('{url}'):has-text('console-extra')")
+        row.locator("span.ok:text('healthy')").wait_for(timeout=60_000)
         extra.kill()
         extra.wait(timeout=10)
-        row = page.locator(f"#replicas tr:has-text('{url}')")
-        row.locator(":text('unhealthy')").wait_for(timeout=30_000)
+        row.locator("span.bad:text('unhealthy')").wait_for(timeout=30_000)
         assert "unhealthy: " in row.inner_text() and len(row.inner_text().split("unhealthy: ")[1].strip()) > 3
         browser.shot(page, "overview-unhealthy")

@@ -12,8 +12,8 @@ const readDataUrl = (file) => new Promise((resolve, reject) => {
   reader.readAsDataURL(file);
 });
 
-function visionBody(model, prompt, maxTokens, url) {
-  return { model, stream: true, max_tokens: maxTokens, stream_options: { include_usage: true },
+function visionBody(model, prompt, temperature, maxTokens, url) {
+  return { model, stream: true, temperature, max_tokens: maxTokens, stream_options: { include_usage: true },
     messages: [{ role: "user", content: [{ type: "text", text: prompt }, { type: "image_url", image_url: { url } }] }] };
 }
 
@@ -32,6 +32,7 @@ export function visionPanel(models) {
   const model = modelSelect(models, "multimodal", "vision-model");
   const file = h("input", { id: "vision-file", type: "file", accept: "image/*" });
   const prompt = h("textarea", { id: "vision-prompt" }, "What is in this picture?");
+  const temperature = h("input", { id: "vision-temperature", type: "number", step: "0.1", min: "0", max: "2", value: "0" });
   const maxTokens = h("input", { id: "vision-max-tokens", type: "number", min: "1", value: "64" });
   const preview = h("img", { id: "vision-preview", alt: "", style: "max-height: 160px; display: block" });
   const answer = h("div", { id: "vision-answer", class: "answer" });
@@ -42,12 +43,13 @@ export function visionPanel(models) {
     if (!file.files.length) { answer.textContent = "Attach an image first."; return; }
     const url = await readDataUrl(file.files[0]);
     preview.src = url;
-    code.replaceChildren(...visionCode(visionBody(model.value, prompt.value, Number(maxTokens.value), IMAGE), file.files[0]));
-    await streamAnswer(visionBody(model.value, prompt.value, Number(maxTokens.value), url), answer, stats);
+    const body = (image) => visionBody(model.value, prompt.value, Number(temperature.value), Number(maxTokens.value), image);
+    code.replaceChildren(...visionCode(body(IMAGE), file.files[0]));
+    await streamAnswer(body(url), answer, stats);
   };
   return h("form", { id: "vision-form", onsubmit: send },
     h("div", { class: "row" }, h("label", {}, "model", model), h("label", {}, "image", file),
-      h("label", {}, "max_tokens", maxTokens)),
+      h("label", {}, "temperature", temperature), h("label", {}, "max_tokens", maxTokens)),
     h("label", {}, "message", prompt), preview, h("p", {}, h("button", { type: "submit", id: "vision-send" }, "Send")),
     answer, stats, code);
 }
