@@ -39,7 +39,8 @@ from tests.helpers.ports import free_ports
 from tests.helpers.servers import serve
 
 OPEN = {("GET", "/health")}
-USER_PATHS = re.compile(r"^/(v1/|v2/rerank$|rerank$)")  # rerank: also Jina's and Cohere's paths
+# rerank: Jina's and Cohere's paths too; /usage/me: a key's own usage
+USER_PATHS = re.compile(r"^/(v1/|v2/rerank$|rerank$|usage/me$)")
 ADMIN_PATHS = re.compile(r"^/(admin/|usage$)")
 
 
