@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request, Response
 
-from common.errors import APIError, ServiceUnavailableError
+from common.errors import APIError, NotFoundError, ServiceUnavailableError
 from common.probes import describe
 from gateway.deps import GatewayState, StateDep
 
@@ -32,7 +32,9 @@ class RevisionInUseError(APIError):
     status, type, code = 409, "invalid_request_error", "revision_in_use"
 
 
-class StoreNotConfiguredError(ServiceUnavailableError):
+class StoreNotConfiguredError(NotFoundError):
+    """404: this gateway has no model store to change (a setting, not a failure to retry later)."""
+
     code = "model_registry_not_configured"
 
 

@@ -84,6 +84,8 @@ async def test_store_route_says_when_the_model_registry_is_unset_or_unreachable(
         assert (await client.get("/admin/store")).status_code == 401
         assert (await client.get("/admin/store", headers=bearer(SERVICE_TOKEN))).status_code == 403
         unset = await client.get("/admin/store", headers=bearer(ADMIN_KEY))
+        pull = await client.post("/admin/store/models/acme/tiny/download", headers=bearer(ADMIN_KEY))
+    assert pull.status_code == 404 and pull.json()["error"]["code"] == "model_registry_not_configured"
     assert unset.json() == {"configured": False, "models": [], "jobs": [], "served": {}}
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -91,6 +93,8 @@ async def test_store_route_says_when_the_model_registry_is_unset_or_unreachable(
     closed.close()  # nothing listens there now
     async with gateway(tmp_path, model_registry_url=f"http://127.0.0.1:{port}") as client:
         down = await client.get("/admin/store", headers=bearer(ADMIN_KEY))
+        pull_down = await client.post("/admin/store/models/acme/tiny/download", headers=bearer(ADMIN_KEY))
+    assert pull_down.status_code == 503 and "model registry did not answer" in pull_down.json()["error"]["message"]
     assert down.status_code == 503 and "model registry did not answer" in down.json()["error"]["message"]
 
 
