@@ -115,6 +115,7 @@ def export_graph(folder: Path, target: Path, quantize: Quantize, scratch: Path) 
         # The tracer warns about every shape check it freezes; the ones here hold for any input
         # shape (the export's quality check over 200 sentences is in the tests).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")  # indices are never negative
         torch.onnx.export(_pipeline(model, names), tuple(sample[n] for n in names), str(fp32),
                           input_names=names, output_names=["sentence_embedding"],
                           dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
