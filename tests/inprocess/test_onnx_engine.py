@@ -87,3 +87,25 @@ async def test_through_the_gateway_with_the_openai_sdk(onnx_engine, worker_embed
 def _cos(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+async def test_torch_threads_are_set_in_the_thread_that_runs_the_model(minilm_path) -> None:
+    """WORKER_TORCH_THREADS reaches torch in the batcher thread, where sentence-transformers encodes."""
+    import torch
+
+    engines = loaded_engine(model_name="minilm", model_type="embedding", model_path=str(minilm_path),
+                            engine="sentence-transformers", torch_threads=1, dtype="float32")
+    engine = next(engines)
+    seen: list[int] = []
+    encode = engine.model.encode  # the library's call, observed from the thread that makes it
+
+    def observed(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return encode(*args, **kwargs)
+
+    engine.model.encode = observed
+    try:
+        await engine.embed(["one sentence"])
+    finally:
+        next(engines, None)  # runs the rest of the fixture helper: closes the engine
+    assert seen == [1]  # a new thread starts with one per core (2 here) unless the setting is applied
