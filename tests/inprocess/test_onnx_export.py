@@ -16,8 +16,11 @@ from model_registry.fetch import fetch_model
 from model_registry.sources.onnx_export import ONNX_FILE, export_onnx
 from model_registry.storage import file_sha256, open_storage
 from model_service.engines import engine_name
-from tests.helpers.model_registry import registry_client, wait_job
+from model_service.settings import WorkerSettings
+from tests.helpers.model_registry import registry_client, registry_env, wait_job
 from tests.helpers.onnx import MODEL_ID, OnnxExports
+from tests.helpers.polling import eventually
+from tests.helpers.workers import worker_client_for
 
 
 @pytest.fixture
@@ -99,3 +102,33 @@ async def test_http_export_job(onnx_exports: OnnxExports) -> None:
         assert resp.status_code in (400, 422) and resp.json()["error"]["param"]
         resp = await client.post("/models/org/missing/export-onnx", json={})
         assert resp.status_code == 404
+
+
+async def test_a_worker_from_the_store_runs_the_export_on_onnx(onnx_exports: OnnxExports, catalog: Catalog,
+                                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``engine=auto`` with ``MODEL_REVISION`` naming the export: fetched, verified, run by ONNX Runtime;
+    the same start with one stored byte changed is a clear start-up failure."""
+    for key, value in registry_env(onnx_exports.settings).items():
+        monkeypatch.setenv(key, value)
+    revision = onnx_exports.revisions["int8"]
+    settings = WorkerSettings(_env_file=None, model_name=MODEL_ID, model_type="embedding", model_source="store",
+                              model_revision=revision, cache_dir=tmp_path / "cache")
+    async with worker_client_for(settings) as client:
+        assert client.app.state.worker.engine.info().engine == "onnx"
+        resp = await client.post("/v1/embeddings", json={"input": "hello"})
+        assert resp.status_code == 200 and len(resp.json()["data"][0]["embedding"]) == 384
+
+    key = file_key(MODEL_ID, revision, ONNX_FILE)
+    original = catalog.store.get_bytes(key)
+    catalog.store.put_bytes(key, original[:-1] + bytes([original[-1] ^ 0x01]))
+    try:
+        async with worker_client_for(settings.model_copy(update={"cache_dir": tmp_path / "other"}),
+                                     wait_ready=False) as client:
+            async def failed() -> dict | None:
+                health = await client.get("/health")
+                return health.json() if health.json().get("error", {}).get("code") == "model_load_failed" else None
+
+            error = (await eventually(failed, "the start-up to fail", within_s=60.0))["error"]
+        assert "Checksum mismatch for file 'onnx/model.onnx'" in error["message"], error
+    finally:
+        catalog.store.put_bytes(key, original)
