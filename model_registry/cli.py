@@ -1,7 +1,7 @@
 """``model-service models ...``: manage the model store directly, no registry server needed.
 
 ``add_models_commands(subparsers)`` adds ``list``, ``pull``, ``import``, ``export``, ``import-bundle``,
-``rm``, ``alias`` and ``fetch`` to the ``models`` group of the ``model-service`` command. Each command
+``export-onnx``, ``rm``, ``alias`` and ``fetch`` to the ``models`` group of the ``model-service`` command. Each command
 opens the store the registry settings describe (``MODEL_REGISTRY_*``, ``MINIO_*``, ``HF_*`` or
 ``.env``), runs the same source code as the registry's background jobs, and shows a progress bar.
 """
@@ -129,6 +129,18 @@ def _import_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from model_registry.sources.onnx_export import export_onnx
+
+    print(f"exporting {args.id} to ONNX ({args.quantize or 'fp32'})...", file=sys.stderr)
+    with _catalog() as (catalog, settings), _bar(f"onnx {args.id}") as progress:
+        manifest = export_onnx(catalog, args.id, args.revision, args.quantize, progress, settings.tmp_dir,
+                               make_current=args.current)
+    print(f"{args.id}@{manifest.revision}: {len(manifest.files)} files, {manifest.total_size} bytes"
+          + (" (now current)" if args.current else f"; serve it with MODEL_REVISION={manifest.revision}"))
+    return 0
+
+
 def _rm(args: argparse.Namespace) -> int:
     with _catalog() as (catalog, _):
         if args.revision:
@@ -191,6 +203,13 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     p = subparsers.add_parser("import-bundle", help="import a bundle written by 'export' (verifies sha256)")
     p.add_argument("file")
     p.set_defaults(func=_run(_import_bundle))
+
+    p = subparsers.add_parser("export-onnx", help="store an embedding model's ONNX export as a new revision")
+    p.add_argument("id")
+    p.add_argument("--revision", default=None, help="revision or alias to export (default: current)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantisation")
+    p.add_argument("--current", action="store_true", help="point 'current' at the export")
+    p.set_defaults(func=_run(_export_onnx))
 
     p = subparsers.add_parser("rm", help="delete a model or one revision")
     p.add_argument("id")

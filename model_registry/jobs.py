@@ -29,6 +29,7 @@ from model_registry.sources.bundle import import_bundle
 from model_registry.sources.folder import import_folder
 from model_registry.sources.gguf import import_gguf, is_gguf_path
 from model_registry.sources.hf import HubConfig, download_hf
+from model_registry.sources.onnx_export import export_onnx
 
 log = logging.getLogger(__name__)
 JOBS_PREFIX = "_jobs/"
@@ -171,6 +172,10 @@ class JobRunner:
             manifest = import_folder(self.catalog, record.model_id, params["path"], record.model_type, progress,
                                      revision=record.revision)
             record.resolved_revision = manifest.revision
+        elif record.kind == "onnx-export":
+            manifest = export_onnx(self.catalog, record.model_id, record.revision, params.get("quantize"), progress,
+                                   self.tmp_dir, make_current=bool(params.get("make_current")))
+            record.resolved_revision = manifest.revision
         else:
             manifests = import_bundle(self.catalog, Path(params["path"]), progress)
             record.resolved_revision = ",".join(m.revision for m in manifests)
@@ -222,7 +227,7 @@ class JobRunner:
 
     @staticmethod
     def _resumable(record: JobRecord) -> bool:
-        if record.kind == "download":
+        if record.kind in ("download", "onnx-export"):  # their source is still there: the hub, the store
             return True
         path = record.params.get("path")
         return bool(path) and Path(path).exists()

@@ -77,6 +77,10 @@ class WorkerSettings(ServiceSettings):
     # ``dimensions``: auto = allowed where the model's config declares Matryoshka training
     # (``matryoshka_dimensions`` / ``is_matryoshka``, as vLLM reads them); on = any size; off = refused.
     embedding_matryoshka: Literal["auto", "on", "off"] = "auto"
+    # Intra-op threads for the model's forward passes (torch.set_num_threads, applied in the thread
+    # that runs the model, and ONNX Runtime's intra_op_num_threads); unset = the library's default
+    # (one per core). Env: WORKER_TORCH_THREADS. Applies to the micro-batched engines (embedding, rerank).
+    torch_threads: int | None = Field(default=None, ge=1)
     retry_after_s: int = Field(default=1, ge=0)
     # Completion tokens when a request gives no max_tokens (always capped by the context length).
     default_max_tokens: int = Field(default=1024, ge=1)

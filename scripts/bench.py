@@ -8,7 +8,8 @@ Chat (streamed, temperature 0): TTFT p50/p95/p99, inter-token latency, output to
 errors; baselines: static batched ``model.generate()`` at the same batch size (ceiling) and the same
 worker run one request at a time (``WORKER_MAX_BATCH_SIZE=1``). Embeddings (one sentence per
 request): items/s and latency p50/p95/p99, direct and through the gateway; baseline: raw
-sentence-transformers ``encode`` at batch 32; peer: infinity-emb on the same model folder. Gateway
+sentence-transformers ``encode`` at batch 32; peer: infinity-emb on the same model folder; the ONNX
+Runtime exports (fp32, int8) beside them with their quality figures (``bench_onnx``). Gateway
 overhead: the fake engine direct vs through the gateway; peer: the LiteLLM proxy in front of the same
 worker. Peers run from their own venvs under ``--peers-dir`` (``scripts/bench-peers-setup.sh``) and
 are skipped with a note when missing. Embedding and gateway targets are measured interleaved (each
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_load next to this file, however run
 import bench_load as bl
+import bench_onnx
 import bench_peers
 from bench_report import markdown, plot
 
@@ -71,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peers-dir", default=str(REPO / ".bench-peers"),
                    help="folder with the peers' venvs (infinity/, litellm/) made by scripts/bench-peers-setup.sh")
     p.add_argument("--skip", default="",
-                   help="comma-separated parts to skip: chat,embeddings,gateway,ceilings,infinity,litellm")
+                   help="comma-separated parts to skip: chat,embeddings,onnx,gateway,ceilings,infinity,litellm")
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, bench.png")
     return p.parse_args(argv)
 
@@ -133,6 +135,9 @@ def ceilings(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
             rate = bl.static_generate(model, tok, level, args.max_tokens)
             out["static_generate_tokens_per_s"][level] = round(rate, 2)
         del model
+    if getattr(args, "onnx_folders", None):
+        out.update(bench_onnx.ceilings(prepare(STARTER_EMBEDDING), args.onnx_folders, args.torch_threads,
+                                       args.embedding_batch_size))
     if "embeddings" not in args.skip:
         st = SentenceTransformer(str(prepare(STARTER_EMBEDDING)), device="cpu")
         bl.raw_encode(st, 32, 32)
@@ -143,7 +148,7 @@ def ceilings(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
 
 def thread_env(args: argparse.Namespace) -> dict[str, str]:
     n = str(args.torch_threads)
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n} if args.torch_threads else {}
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "WORKER_TORCH_THREADS": n} if args.torch_threads else {}
 
 
 def start_servers(servers: bl.Servers, args: argparse.Namespace) -> dict[str, str]:
@@ -164,19 +169,24 @@ def start_servers(servers: bl.Servers, args: argparse.Namespace) -> dict[str, st
                                                         str(prepare(STARTER_EMBEDDING))],
                                           {**common, "WORKER_EMBEDDING_MAX_BATCH_SIZE": str(args.embedding_batch_size)},
                                           free_port())
+        if getattr(args, "onnx_folders", None):
+            env = {**common, "WORKER_EMBEDDING_MAX_BATCH_SIZE": str(args.embedding_batch_size)}
+            urls.update(bench_onnx.start_workers(lambda name, argv, e: servers.start(name, argv, e, free_port()),
+                                                 args.onnx_folders, args.embedding_model, env))
     if "gateway" not in args.skip:
         urls["fake"] = servers.start("fake", ["worker", "--engine", "fake", "--model-type", "llm",
                                               "--model-name", "fake-model"], common, free_port())
     workers = ",".join(u for k, u in urls.items() if k != "llm_one")
     urls["gateway"] = servers.start("gateway", ["gateway", "--workers", workers], {}, free_port())
     servers.wait_ready(list(urls.values()))
-    _wait_models(urls["gateway"], {args.chat_model, args.embedding_model, "fake-model"} & _served(urls, args))
+    _wait_models(urls["gateway"], _served(urls, args))
     return urls
 
 
 def _served(urls: dict[str, str], args: argparse.Namespace) -> set[str]:
-    return {m for k, m in (("llm", args.chat_model), ("embedding", args.embedding_model), ("fake", "fake-model"))
-            if k in urls}
+    onnx = tuple((f"onnx_{v}", bench_onnx.model_name(args.embedding_model, v)) for v in bench_onnx.VARIANTS)
+    return {m for k, m in (("llm", args.chat_model), ("embedding", args.embedding_model), ("fake", "fake-model"),
+                           *onnx) if k in urls}
 
 
 def _wait_models(gateway: str, models: set[str], timeout_s: float = 60.0) -> None:
@@ -219,6 +229,7 @@ def measure_embeddings(args: argparse.Namespace, urls: dict[str, str], gw: str,
     targets: dict[str, Any] = {"embeddings_gateway": lambda c: emb(c, gw)}
     if "embedding" in urls:
         targets["embeddings_direct"] = lambda c: emb(c, urls["embedding"])
+    targets.update(bench_onnx.targets(bl.embed_once, urls, gw, args.embedding_model))
     peer = None
     if "infinity" in args.skip:
         args.peers.note("infinity skipped (--skip)")
@@ -262,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     results["peers"] = {"dir": _shown(Path(args.peers_dir)), "versions": peers.versions(), "notes": peers.notes}
     try:
         with bl.LoadSampler() as load:
+            if not args.base_url and "embeddings" not in args.skip and "onnx" not in args.skip:
+                from stack.starters import STARTER_EMBEDDING, prepare
+
+                args.onnx_folders = bench_onnx.export(prepare(STARTER_EMBEDDING))
             if "ceilings" not in args.skip and not args.base_url:
                 results["ceilings"] = ceilings(args, levels)
             urls = {} if args.base_url else start_servers(servers, args)
@@ -270,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         servers.stop()
     results["machine"]["load_avg_during"] = load.summary()
     results["duration_s"] = round(time.time() - started, 1)
-    results["args"] = {k: v for k, v in vars(args).items() if k != "peers"}
+    results["args"] = {k: v for k, v in vars(args).items() if k not in ("peers", "onnx_folders")}
 
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)

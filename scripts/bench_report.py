@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import bench_onnx
+
 
 def _by_level(rows: list[dict[str, Any]] | None) -> dict[int, dict[str, Any]]:
     return {r["concurrency"]: r for r in rows or []}
@@ -115,7 +117,7 @@ def markdown(res: dict[str, Any]) -> str:
     if peers:
         head.append("Peers: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in peers.get("versions", {}).items())
                     + "." + "".join(f" {n}." for n in peers.get("notes", [])))
-    parts = [chat_table(res), embedding_table(res), gateway_table(res)]
+    parts = [chat_table(res), embedding_table(res), bench_onnx.table(res), gateway_table(res)]
     return "\n".join([*head, ""] + [line for part in parts if part for line in [*part, ""]])
 
 

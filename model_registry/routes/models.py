@@ -17,9 +17,10 @@ from common.errors import InvalidRequestError, PermissionDeniedError
 from model_registry.deps import StateDep
 from model_registry.ids import validate_alias, validate_model_id, validate_revision
 from model_registry.routes.files import stream_file
-from model_registry.routes.schemas import AliasRequest, DownloadRequest, ImportRequest
+from model_registry.routes.schemas import AliasRequest, DownloadRequest, ImportRequest, OnnxExportRequest
 from model_registry.sources.folder import check_folder, folder_files, folder_fingerprint
 from model_registry.sources.gguf import check_gguf, gguf_fingerprint, is_gguf_path
+from model_registry.sources.onnx_export import check_export_packages, onnx_revision
 
 router = APIRouter()
 admin_router = APIRouter()
@@ -101,6 +102,19 @@ async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> J
             lambda: gguf_fingerprint(folder) if folder.is_file() else folder_fingerprint(folder_files(folder)))
     job = state.jobs.submit("import", model_id, revision=revision, model_type=body.model_type,
                             params={"path": str(folder)}, resolved_revision=revision)
+    return JSONResponse(job.model_dump(), status_code=202)
+
+
+@admin_router.post("/models/{model_id:path}/export-onnx", status_code=202)
+async def export_onnx(model_id: str, state: StateDep, body: OnnxExportRequest | None = None) -> JSONResponse:
+    """Export a stored embedding model to ONNX (fp32 or int8) as a new revision, in a background job."""
+    validate_model_id(model_id)
+    body = body or OnnxExportRequest()
+    await asyncio.to_thread(check_export_packages)
+    source = await asyncio.to_thread(state.catalog.resolve, model_id, body.revision)
+    job = state.jobs.submit("onnx-export", model_id, revision=source, model_type="embedding",
+                            params={"quantize": body.quantize, "make_current": body.make_current},
+                            resolved_revision=onnx_revision(source, body.quantize))
     return JSONResponse(job.model_dump(), status_code=202)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.records import ModelType
@@ -22,6 +24,14 @@ class ImportRequest(BaseModel):
     path: str = Field(description="absolute path of a folder on the registry host")
     model_type: ModelType | None = None
     revision: str | None = Field(default=None, description="revision name (default: a fingerprint of the folder)")
+
+
+class OnnxExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str | None = Field(default=None, description="revision or alias to export (default: current)")
+    quantize: Literal["int8"] | None = Field(default=None, description="int8: dynamic int8 quantisation")
+    make_current: bool = Field(default=False, description="point 'current' at the export once stored")
 
 
 class AliasRequest(BaseModel):

@@ -55,10 +55,11 @@ def check_folder(path: str | Path) -> Path:
 
 def import_folder(catalog: Catalog, model_id: str, folder: str | Path, model_type: ModelType | None = None,
                   progress: Progress | None = None, revision: str | None = None,
-                  source: dict[str, Any] | None = None) -> Manifest:
+                  source: dict[str, Any] | None = None, make_current: bool = True) -> Manifest:
     """Copy every file of ``folder`` into a new revision, hashing while streaming, then commit it.
 
     ``source``: what the manifest records as the origin (a GGUF import names the file it converted).
+    ``make_current``: False keeps ``current`` where it is (unless the model had none yet).
     """
     validate_model_id(model_id)
     root = check_folder(folder)
@@ -78,6 +79,7 @@ def import_folder(catalog: Catalog, model_id: str, folder: str | Path, model_typ
         if info is not None and info.size == size and writer.already_stored(rel, size, file_sha256(path)):
             continue
         writer.store_file(rel, path, where=str(path))
-    manifest, _ = writer.commit(model_type, source or {"kind": "folder", "path": str(root)})
+    manifest, _ = writer.commit(model_type, source or {"kind": "folder", "path": str(root)},
+                                make_current=make_current)
     return manifest
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model_service.engines.base import Embedder, Engine, Reranker, TextGenerator, Transcriber
+from model_service.engines.onnx_files import is_onnx_folder
 
 if TYPE_CHECKING:
     from model_service.settings import WorkerSettings
@@ -45,6 +46,8 @@ ENGINES: dict[str, EngineSpec] = {
     "transformers": EngineSpec("model_service.engines.llm:TransformersLLM", ("llm",)),
     "transformers-vision": EngineSpec("model_service.engines.vision:TransformersVision", ("multimodal",)),
     "sentence-transformers": EngineSpec("model_service.engines.embedding:SentenceTransformerEngine", ("embedding",)),
+    # ONNX Runtime on a revision the registry exported ('models export-onnx'); auto picks it for one.
+    "onnx": EngineSpec("model_service.engines.onnx:OnnxEmbedder", ("embedding",)),
     "cross-encoder": EngineSpec("model_service.engines.rerank:CrossEncoderEngine", ("rerank",)),
     # faster-whisper for a CTranslate2 folder, transformers for a Hugging Face one (whisper.folder_kind).
     "whisper": EngineSpec("model_service.engines.whisper:build_whisper_engine", ("transcription",)),
@@ -64,11 +67,14 @@ def engine_name(engine: str, model_type: str, model_path: str | None = None) -> 
     """The registered engine that ``engine`` (a name or ``auto``) means for ``model_type``; ValueError
     for a name nobody registered or an engine that does not serve this model type. ``auto`` picks
     ``AUTO[model_type]``, except that an llm whose ``model_path`` is a GGUF file (or a folder holding
-    one) runs on llamacpp: transformers would have to de-quantise it. A store model's path is only
+    one) runs on llamacpp: transformers would have to de-quantise it, and an embedding folder holding an
+    ONNX export and no torch weights runs on onnx. A store model's path is only
     known once fetched, so the worker asks again with the fetched folder."""
     name = AUTO.get(model_type, "") if engine == "auto" else engine
     if engine == "auto" and model_type == "llm" and model_path and _is_gguf(model_path):
         name = "llamacpp"
+    if engine == "auto" and model_type == "embedding" and model_path and is_onnx_folder(model_path):
+        name = "onnx"
     spec = ENGINES.get(name)
     if spec is None:
         raise ValueError(f"unknown engine {engine!r}; use 'auto' or one of {sorted(ENGINES)}")

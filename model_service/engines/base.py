@@ -90,7 +90,9 @@ class Delta:
 
 @dataclass
 class Embeddings:
-    vectors: list[list[float]]
+    # One vector per input: lists of floats, or rows of a 2-D float32 numpy array (the route writes
+    # the response straight from the array's buffer, model_service.vectors).
+    vectors: Any
     prompt_tokens: int
 
 

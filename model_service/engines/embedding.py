@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from model_service.engines.base import Embedder, Embeddings
 from model_service.engines.microbatch import Job, MicroBatchedEngine
 from model_service.settings import WorkerSettings
@@ -56,9 +58,8 @@ class SentenceTransformerEngine(MicroBatchedEngine, Embedder):
                                     convert_to_numpy=True, show_progress_bar=False)
         self.encode_calls += 1
         self.observe_batch(len(texts))
-        by_input: list[Any] = [None] * len(texts)
-        for pos, i in enumerate(order):
-            by_input[i] = vectors[pos].astype("float32").tolist()
+        by_input = np.empty_like(vectors, dtype=np.float32)
+        by_input[order] = vectors  # row ``pos`` of the sorted encode is input ``order[pos]``
         tokenized = self.model.tokenizer(texts, add_special_tokens=True, truncation=True,
                                          max_length=self.max_model_len)
         counts = [len(ids) for ids in tokenized["input_ids"]]
@@ -71,9 +72,13 @@ class SentenceTransformerEngine(MicroBatchedEngine, Embedder):
 
 
 def matryoshka_dims(model: Any) -> tuple[int, ...] | None:
-    """The sizes the model's config says it may be cut to (vLLM reads the same two keys): its
+    """The Matryoshka sizes a loaded sentence-transformers model's config declares (``declared_matryoshka``)."""
+    return declared_matryoshka(getattr(getattr(model[0], "auto_model", None), "config", None))
+
+
+def declared_matryoshka(config: Any) -> tuple[int, ...] | None:
+    """The sizes a model's config says it may be cut to (vLLM reads the same two keys): its
     ``matryoshka_dimensions``, or any size for ``is_matryoshka``; None when it declares neither."""
-    config = getattr(getattr(model[0], "auto_model", None), "config", None)
     declared = getattr(config, "matryoshka_dimensions", None)
     if declared:
         return tuple(int(d) for d in declared)

@@ -91,3 +91,11 @@ def resolve_dtype(setting: str, device: str) -> torch.dtype:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def apply_torch_threads(count: int | None) -> None:
+    """Give torch ``count`` intra-op threads, from the thread that runs the model: OpenMP keeps the
+    thread count per calling thread, so setting it on the main thread would not reach an engine's
+    batcher thread. None leaves torch's default (one per physical core)."""
+    if count:
+        torch.set_num_threads(count)

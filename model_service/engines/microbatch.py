@@ -19,6 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from model_service.engines.hardware import apply_torch_threads
 from model_service.engines.threads import Emit, thread_stream
 from model_service.engines.transformers_base import TransformersEngine
 from model_service.settings import WorkerSettings
@@ -76,6 +77,7 @@ class MicroBatchedEngine(TransformersEngine):
         """One answer per job, computed in one batched call over all their inputs (batcher thread)."""
 
     def _run(self) -> None:
+        apply_torch_threads(self.settings.torch_threads)
         while (jobs := self._gather()) is not None:
             jobs = [j for j in jobs if not j.cancel.is_set()]
             if not jobs:

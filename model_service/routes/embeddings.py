@@ -1,22 +1,25 @@
-"""``POST /v1/embeddings``: string, list or token-id input, ``encoding_format`` float/base64, ``dimensions``."""
+"""``POST /v1/embeddings``: string, list or token-id input, ``encoding_format`` float/base64, ``dimensions``.
+
+The answer is written by ``vectors.embeddings_body`` as bytes; ``response_model`` only documents it.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from common.errors import InvalidRequestError
-from common.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
+from common.protocol import EmbeddingRequest, EmbeddingResponse
 from common.streaming import cancel_on_disconnect
 from model_service.deps import EngineDep, WorkerDep, check_request
 from model_service.token_inputs import texts_of_tokens
-from model_service.vectors import check_matryoshka, shorten, to_base64
+from model_service.vectors import check_matryoshka, embeddings_body
 
 router = APIRouter()
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)
 async def embeddings(req: EmbeddingRequest, request: Request, worker: WorkerDep,
-                     engine: EngineDep) -> EmbeddingResponse:
+                     engine: EngineDep) -> Response:
     check_request(worker, req.model, "embedding", "embeddings")
     info = engine.info()
     native = info.embedding_dims or 0
@@ -29,8 +32,6 @@ async def embeddings(req: EmbeddingRequest, request: Request, worker: WorkerDep,
     async with worker.admission.slot():
         result = await cancel_on_disconnect(request, engine.embed(texts))
     worker.metrics.prompt_tokens.inc(result.prompt_tokens)
-    data = []
-    for i, vector in enumerate(result.vectors):
-        vec = shorten(vector, req.dimensions, native)
-        data.append(EmbeddingData(index=i, embedding=to_base64(vec) if req.encoding_format == "base64" else vec))
-    return EmbeddingResponse(data=data, model=worker.settings.model_name, usage=Usage.of(result.prompt_tokens))
+    body = embeddings_body(result.vectors, worker.settings.model_name, result.prompt_tokens,
+                           encoding_format=req.encoding_format, dimensions=req.dimensions, native=native)
+    return Response(content=body, media_type="application/json")

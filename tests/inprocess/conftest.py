@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from model_service.settings import WorkerSettings
+from tests.helpers.onnx import OnnxExports, export_minilm
 from tests.helpers.rerank import build_tiny_cross_encoder
 from tests.helpers.vision import build_tiny_llava
 from tests.helpers.whisper import build_tiny_whisper
@@ -68,3 +69,9 @@ def speech_bytes(speech_wav: Path) -> bytes:
 def tiny_cross_encoder_path(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random cross-encoder with the MiniLM tokenizer (tests/helpers/rerank.py says why)."""
     return build_tiny_cross_encoder(minilm_path, tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> OnnxExports:
+    """The real MiniLM in a local store with its fp32 and int8 ONNX exports, fetched (built once)."""
+    return export_minilm(minilm_path, tmp_path_factory.mktemp("onnx-store"))
