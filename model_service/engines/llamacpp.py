@@ -24,7 +24,7 @@ from typing import Any
 from model_service.engine_paths import find_llama_server
 from model_service.engine_server import EngineServer, EngineState
 from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams, TextGenerator
-from model_service.engines.transformers_base import chat_prompt_ids
+from model_service.engines.transformers_base import chat_prompt_ids, template_takes_tools
 from model_service.llamacpp_args import llama_server_argv
 from model_service.settings import WorkerSettings
 
@@ -145,8 +145,13 @@ class LlamaCppEngine(TextGenerator):
                           dtype=None, max_model_len=self.max_model_len,
                           vocab_size=self.vocab_size)
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, messages)
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, messages, tools)
+
+    def template_takes_tools(self) -> bool:
+        """``auto`` tool calls work as for transformers (our template, our parser); constrained
+        answers (``required``, named, ``response_format``) are refused: no grammar is passed on."""
+        return template_takes_tools(self.tokenizer)
 
     def text_prompt(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
