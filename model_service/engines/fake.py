@@ -33,7 +33,6 @@ from model_service.engines.base import (
     TextGenerator,
     Transcriber,
 )
-from model_service.engines.fake_grammar import constrained_answer
 from model_service.settings import WorkerSettings
 
 _PIECE = re.compile(r"\s*\S+|\s+$")
@@ -121,8 +120,12 @@ class FakeEngine(TextGenerator, Embedder, Reranker, Transcriber):
     # --- generation ---------------------------------------------------------------------------
     async def generate(self, prompt_ids: list[int], params: SamplingParams,
                        media: Any = None) -> AsyncIterator[Delta]:
-        answer = (self._answer(prompt_ids, params) if params.grammar is None
-                  else constrained_answer(params.grammar, params.max_tokens))
+        if params.grammar is None:
+            answer = self._answer(prompt_ids, params)
+        else:  # imported here: the grammar library comes with the worker extra, the fake needs no torch
+            from model_service.engines.fake_grammar import constrained_answer
+
+            answer = constrained_answer(params.grammar, params.max_tokens)
         self.started += 1
         self.active += 1
         done = False
