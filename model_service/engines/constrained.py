@@ -53,6 +53,11 @@ def json_object_grammar() -> str:
     return json_schema_grammar({"type": "object"}, "response_format")
 
 
+class GrammarError(RuntimeError):
+    """The matcher failed mid-sequence (a resource limit, or a token it did not allow): that row ends
+    with this error, the rest of the batch goes on."""
+
+
 class GrammarTokenizer:
     """The model's vocabulary as llguidance sees it, built once on first use (about a second for a
     50k vocabulary), so engines that never get a grammar never pay for it."""
@@ -109,5 +114,5 @@ class Matcher:
 
     def _check(self) -> None:
         if self._matcher.is_error():
-            raise RuntimeError(f"constrained decoding failed: {self._matcher.get_error()}")
+            raise GrammarError(f"constrained decoding failed: {self._matcher.get_error()}")
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from model_service.engines.base import Delta, SampledToken, SamplingParams
-from model_service.engines.constrained import GrammarTokenizer, Matcher
+from model_service.engines.constrained import GrammarError, GrammarTokenizer, Matcher
 from model_service.engines.detok import IncrementalDecoder
 from model_service.engines.sampling import build_processors, choose, make_generator, token_logprobs
 
@@ -62,15 +62,19 @@ class Sequence:
 
         A grammar masks the logits before anything else, so penalties, temperature and top-p only
         ever choose among tokens the grammar allows; a complete grammar ends the sequence."""
-        scores = raw.float() if self._matcher is None else self._matcher.mask(raw.float())
-        if self._processors:
-            history = torch.tensor([self.ids], device=raw.device)
-            scores = self._processors(history, scores.unsqueeze(0))[0]
-        token = choose(scores, self.params, self._generator)
+        try:
+            scores = raw.float() if self._matcher is None else self._matcher.mask(raw.float())
+            if self._processors:
+                history = torch.tensor([self.ids], device=raw.device)
+                scores = self._processors(history, scores.unsqueeze(0))[0]
+            token = choose(scores, self.params, self._generator)
+            if self._matcher is not None:
+                self._matcher.accept(token)
+        except GrammarError as exc:
+            self.emit(exc)
+            return True
         self.ids.append(token)
         is_eos = token in self._eos_ids
-        if self._matcher is not None:
-            self._matcher.accept(token)
         complete = is_eos or (self._matcher is not None and self._matcher.complete)
         finish = "stop" if complete else ("length" if self.generated >= self.params.max_tokens else None)
         text = "" if is_eos else self._decoder.push(token)
