@@ -24,7 +24,7 @@ from typing import Any
 from common.errors import InvalidRequestError
 from common.protocol import ChatCompletionRequest, ChatMessage, FunctionCall, ToolCall
 from model_service.engines.base import TextGenerator
-from model_service.engines.constrained import json_object_grammar, json_schema_grammar
+from model_service.engines.constrained import json_schema_grammar
 from model_service.tool_parsers import ParsedCall, parse_tool_calls
 
 _NO_ARGUMENTS = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -40,6 +40,7 @@ class OutputPlan:
     parallel: bool = True
     native: bool = False  # the chat template renders the tools itself
     grammar: str | None = None
+    json_schema: dict[str, Any] | None = None  # what ``grammar`` enforces
 
     @property
     def names(self) -> set[str]:
@@ -64,15 +65,19 @@ def plan_output(req: ChatCompletionRequest, engine: TextGenerator, model: str) -
             "(tool_choice 'auto'). Send tool_choice 'required' or a named function (answers are then "
             "constrained to the tools' schemas), or 'none'.", param="tool_choice", code="tools_not_supported")
     plan = OutputPlan(mode, tools, function, req.parallel_tool_calls is not False, native)
-    grammar = _grammar(req, plan)
-    if grammar is not None and not engine.structured_outputs:
+    schema, param = _schema(req, plan)
+    if schema is None:
+        return plan
+    grammar = json_schema_grammar(schema, param)  # checked for every engine: one list of 400s
+    if not engine.structured_outputs:
         param = "response_format" if plan.mode in ("none", "auto") else "tool_choice"
         raise InvalidRequestError(f"The {engine.name} engine serving '{model}' does not do constrained "
                                   f"decoding, which '{param}' needs here.", param=param, code="unsupported_parameter")
-    return OutputPlan(mode, tools, function, plan.parallel, native, grammar)
+    return OutputPlan(mode, tools, function, plan.parallel, native, grammar, schema)
 
 
-def _grammar(req: ChatCompletionRequest, plan: OutputPlan) -> str | None:
+def _schema(req: ChatCompletionRequest, plan: OutputPlan) -> tuple[dict[str, Any] | None, str]:
+    """The JSON Schema the answer is held to, and the request field it comes from."""
     fmt = req.response_format
     wants_json = fmt is not None and fmt.type != "text"
     if plan.mode == "auto" and wants_json:
@@ -80,14 +85,12 @@ def _grammar(req: ChatCompletionRequest, plan: OutputPlan) -> str | None:
                                   "answer would leave the model no way to call a tool.",
                                   param="response_format", code="invalid_value")
     if plan.mode == "named":
-        return json_schema_grammar(_parameters(plan.tools, plan.function), "tools")
+        return _parameters(plan.tools, plan.function), "tools"
     if plan.mode == "required":
-        return json_schema_grammar(calls_schema(plan.tools, plan.parallel), "tools")
+        return calls_schema(plan.tools, plan.parallel), "tools"
     if fmt is None or fmt.type == "text":
-        return None
-    if fmt.json_schema is None:
-        return json_object_grammar()
-    return json_schema_grammar(fmt.json_schema.schema_, "response_format")
+        return None, "response_format"
+    return (fmt.json_schema.schema_ if fmt.json_schema else {"type": "object"}), "response_format"
 
 
 def _parameters(tools: list[dict[str, Any]], name: str | None) -> dict[str, Any]:

@@ -62,9 +62,11 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0  # vLLM's (and transformers') multiplicative one, prompt included
     logit_bias: dict[int, float] = field(default_factory=dict)
-    # A constrained-decoding grammar (``engines.constrained``); only engines with
-    # ``TextGenerator.structured_outputs`` get one.
+    # What the answer must be, for engines with ``TextGenerator.structured_outputs``: an llguidance
+    # grammar (``engines.constrained``) and the JSON Schema it was built from, for engines that take
+    # schemas natively (llama-server's ``json_schema``).
     grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,6 @@ def json_schema_grammar(schema: dict[str, Any], param: str) -> str:
     return grammar
 
 
-def json_object_grammar() -> str:
-    """Any JSON object (OpenAI's ``{"type": "json_object"}``)."""
-    return json_schema_grammar({"type": "object"}, "response_format")
-
-
 class GrammarError(RuntimeError):
     """The matcher failed mid-sequence (a resource limit, or a token it did not allow): that row ends
     with this error, the rest of the batch goes on."""

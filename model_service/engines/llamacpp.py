@@ -85,6 +85,7 @@ class LlamaCppEngine(TextGenerator):
     """A GGUF served by a supervised ``llama-server`` with ``max_batch_size`` parallel slots."""
 
     name = "llamacpp"
+    structured_outputs = True  # the JSON Schema goes to llama-server's native ``json_schema``
 
     def __init__(self, settings: WorkerSettings) -> None:
         gguf = gguf_file(settings.model_path) if settings.model_path else None
@@ -149,8 +150,8 @@ class LlamaCppEngine(TextGenerator):
         return chat_prompt_ids(self.tokenizer, messages, tools)
 
     def template_takes_tools(self) -> bool:
-        """``auto`` tool calls work as for transformers (our template, our parser); constrained
-        answers (``required``, named, ``response_format``) are refused: no grammar is passed on."""
+        """Tools work as for transformers: our template, our parser; constrained answers go to
+        llama-server as the JSON Schema they must satisfy (``completion_body``)."""
         return template_takes_tools(self.tokenizer)
 
     def text_prompt(self, text: str) -> list[int]:
@@ -194,6 +195,8 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
         body["seed"] = params.seed
     if params.logprobs:
         body["n_probs"] = max(params.top_logprobs, 1)
+    if params.json_schema is not None:  # llama-server turns it into its own grammar
+        body["json_schema"] = params.json_schema
     return body
 
 

@@ -57,13 +57,14 @@ async def _prompt(engine: Engine, worker: Worker, req: ChatCompletionRequest, pl
 
 
 def _events(engine: Engine, worker: Worker, req: ChatCompletionRequest, prompt: ChatPrompt,
-            grammar: str | None) -> AsyncIterator[ChoiceEvent]:
+            plan: OutputPlan) -> AsyncIterator[ChoiceEvent]:
     info = engine.info()
     streams = [
         run_choice(engine, prompt.ids,
                    replace(sampling_params(req, prompt_len=len(prompt.ids), max_model_len=info.max_model_len,
                                            default_max_tokens=worker.settings.default_max_tokens, choice=i,
-                                           vocab_size=info.vocab_size), grammar=grammar),
+                                           vocab_size=info.vocab_size),
+                           grammar=plan.grammar, json_schema=plan.json_schema),
                    req.stop_list(), i, prompt.media)
         for i in range(req.n)
     ]
@@ -77,7 +78,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, worker:
     plan = plan_output(req, engine, worker.settings.model_name)
     prompt = await _prompt(engine, worker, req, plan)
     prompt_ids = prompt.ids
-    events = _events(engine, worker, req, prompt, plan.grammar)  # checks the token budget before any wait
+    events = _events(engine, worker, req, prompt, plan)  # checks the token budget before any wait
     held = AsyncExitStack()
     await held.enter_async_context(worker.admission.slot())  # 429 at once when the queue is full
     worker.metrics.prompt_tokens.inc(len(prompt_ids))

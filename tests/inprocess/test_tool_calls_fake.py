@@ -12,7 +12,7 @@ import pytest
 
 from common.errors import InvalidRequestError
 from common.protocol import ChatCompletionRequest
-from model_service.engines.llamacpp import LlamaCppEngine
+from model_service.engines.vision import TransformersVision
 from model_service.settings import WorkerSettings
 from model_service.tools import plan_output
 from tests.helpers.workers import worker_client_for
@@ -77,11 +77,12 @@ async def test_bad_tool_and_format_fields_are_400s_naming_them(body: dict[str, A
 
 
 async def test_an_engine_without_constrained_decoding_refuses_by_name(tmp_path: Path) -> None:
-    (tmp_path / "model.gguf").write_bytes(b"")  # never loaded: the refusal comes first
-    engine = LlamaCppEngine(WorkerSettings(_env_file=None, engine="llamacpp", model_name="m", model_type="llm",
-                                           model_path=str(tmp_path)))
+    """The vision engine decodes without grammars: a 400 naming it, before anything is loaded."""
+    engine = TransformersVision(WorkerSettings(_env_file=None, model_name="m", model_type="multimodal",
+                                               model_path=str(tmp_path)))
     req = ChatCompletionRequest.model_validate({"messages": ASK["messages"],
                                                 "response_format": {"type": "json_object"}})
-    with pytest.raises(InvalidRequestError, match="llamacpp engine") as err:
+    with pytest.raises(InvalidRequestError, match="transformers-vision engine") as err:
         plan_output(req, engine, "m")
     assert err.value.param == "response_format" and err.value.status == 400
+
