@@ -75,3 +75,26 @@ def test_auto_streams_text_and_holds_a_hermes_call_until_it_parses() -> None:
 def test_auto_text_that_looked_like_a_call_comes_out_whole() -> None:
     deltas = _stream(OutputPlan("auto", TOOLS), ["{", '"a": 1}'])
     assert deltas == [{"content": '{"a": 1}'}]
+
+
+def test_required_streams_each_call_live_as_the_array_grows() -> None:
+    text = ('[{"name": "get_weather", "arguments": {"city": "Pa}ri\\"s", "unit": "c"}}, '
+            '{"name": "get_time", "arguments": {}}]')
+    stream = ToolStream(OutputPlan("required", TOOLS))
+    seen = [stream.feed(text[i:i + 5]) for i in range(0, len(text), 5)]
+    assert stream.finish() == []
+    deltas = [d["tool_calls"][0] for step in seen for d in step]
+    first_args = next(i for i, step in enumerate(seen) if any("arguments" in d["tool_calls"][0]["function"]
+                                                             and d["tool_calls"][0]["function"]["arguments"]
+                                                             for d in step))
+    assert first_args < len(seen) - 3  # pieces went out long before the answer ended
+    heads = [d for d in deltas if "id" in d]
+    assert [(h["index"], h["function"]["name"]) for h in heads] == [(0, "get_weather"), (1, "get_time")]
+    args = {k: "".join(d["function"]["arguments"] for d in deltas if d["index"] == k) for k in (0, 1)}
+    assert json.loads(args[0]) == {"city": 'Pa}ri"s', "unit": "c"} and json.loads(args[1]) == {}
+
+
+def test_required_cut_short_before_a_call_comes_out_as_text() -> None:
+    stream = ToolStream(OutputPlan("required", TOOLS))
+    assert stream.feed('[{"name": "get_') == []
+    assert stream.finish() == [{"content": '[{"name": "get_'}] and not stream.called
