@@ -105,11 +105,11 @@ class CompletionChunks:
 
 
 def chat_completion(model: str, results: list[ChoiceResult], prompt_tokens: int, want_logprobs: bool,
-                    plan: OutputPlan) -> ChatCompletion:
+                    plan: OutputPlan | None = None) -> ChatCompletion:
     """The whole answer; with tools, text that makes calls becomes ``tool_calls`` (finish ``tool_calls``)."""
     choices = []
     for r in results:
-        content, calls = tool_calls(plan, r.text)
+        content, calls = tool_calls(plan or OutputPlan(), r.text)
         finish = "tool_calls" if calls and r.finish_reason == "stop" else r.finish_reason
         choices.append(ChatChoice(index=r.index, message=AssistantMessage(content=content, tool_calls=calls or None),
                                   finish_reason=finish, logprobs=chat_logprobs(r.logprobs) if want_logprobs else None))
