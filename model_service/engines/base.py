@@ -157,8 +157,8 @@ class TextGenerator(Engine):
 
     @abstractmethod
     def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
-        """Token ids of the chat template applied to ``messages`` (and ``tools``, OpenAI's tool
-        dicts, when the template takes them) with the generation prompt."""
+        """Token ids of the chat template applied to ``messages`` with the generation prompt; ``tools``
+        (OpenAI's tool dicts) come only to engines whose ``template_takes_tools()`` is true."""
 
     def template_takes_tools(self) -> bool:
         """The chat template renders ``tools`` and tool-call history itself."""

@@ -50,7 +50,8 @@ async def _prompt(engine: Engine, worker: Worker, req: ChatCompletionRequest, pl
                 param="messages", code="images_not_supported",
             )
         messages = chat_messages(req, plan, engine.template_takes_tools())
-        return ChatPrompt(engine.chat_prompt(messages, plan.tools if plan.native else None))
+        # Only engines whose template takes tools are given them: others keep the one-argument call.
+        return ChatPrompt(engine.chat_prompt(messages, plan.tools) if plan.native else engine.chat_prompt(messages))
     images = await load_images(req.messages, ImageLimits.of(worker.settings), worker.http)
     # Image preprocessing is CPU work: off the event loop.
     return await asyncio.to_thread(engine.chat_inputs, _parts(req), images)

@@ -225,3 +225,19 @@ async def test_metadata_must_be_strings(stack: dict[str, Any], where: str) -> No
     resp = await stack["client"].post(url_of(stack, where, "/v1/chat/completions"),
                                       json={**CHAT, "metadata": {"n": 1}})
     assert resp.status_code == 400 and resp.json()["error"]["param"].startswith("metadata")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_call_answers_are_counted_in_the_usage_log(stack: dict[str, Any], stream: bool) -> None:
+    """A streamed answer made only of tool-call deltas (no content) still has its tokens counted."""
+    user = f"tool-caller-{stream}"
+    body = {**CHAT, "tools": [TOOL], "tool_choice": "required", "stream": stream, "user": user}
+    resp = await stack["client"].post(stack["gateway"] + "/v1/chat/completions", json=body)
+    assert resp.status_code == 200 and "tool_calls" in resp.text, resp.text
+
+    async def logged() -> bool:
+        return stack["usage_log"].exists() and user in stack["usage_log"].read_text()
+
+    await eventually(logged, "the usage log line")
+    line = next(json.loads(x) for x in stack["usage_log"].read_text().splitlines() if user in x)
+    assert line["completion_tokens"] > 0 and line["total_tokens"] == line["prompt_tokens"] + line["completion_tokens"]
