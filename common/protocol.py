@@ -51,14 +51,11 @@ def refuse_unless(field: str, value: Any, no_ops: tuple[Any, ...], why: str) -> 
                               "it out.", {"field": field, "why": why, "allowed": allowed})
 
 
-_TOOLS = "tool calling is not available yet"
+_FUNCTIONS = "the deprecated functions API; send tools and tool_choice"
 # Chat fields refused unless their value is a no-op: field -> (no-op values, why).
 CHAT_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "tools": (([],), _TOOLS),
-    "tool_choice": (("none",), _TOOLS),
-    "functions": (([],), _TOOLS),
-    "function_call": (("none",), _TOOLS),
-    "response_format": (({"type": "text"},), "structured outputs are not available yet"),
+    "functions": (([],), _FUNCTIONS),
+    "function_call": (("none",), _FUNCTIONS),
     "audio": ((), "no audio output"),
     "modalities": ((["text"],), "text output only"),
     "prediction": ((), "no predicted outputs"),
@@ -68,10 +65,9 @@ CHAT_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "store": ((False,), "completions are not stored"),
     "service_tier": (("auto", "default"), "one service tier"),
 }
-# Fields of a chat message: an assistant turn's tool calls cannot be rendered without tool support.
+# Fields of a chat message that cannot be rendered: the deprecated function call, audio.
 MESSAGE_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "tool_calls": (([],), _TOOLS),
-    "function_call": ((), _TOOLS),
+    "function_call": ((), _FUNCTIONS),
     "audio": ((), "no audio input"),
 }
 COMPLETION_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
@@ -109,6 +105,59 @@ class ImagePart(_Strict):
 
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends and expects it
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(_Strict):
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON Schema of the arguments; absent: no arguments
+    strict: bool | None = None
+
+
+class ToolDef(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(_Strict):
+    model_config = ConfigDict(strict=True, populate_by_name=True)
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("'json_schema' is required with type 'json_schema' and only with it")
+        return self
 
 
 class ChatMessage(BaseModel):
@@ -119,7 +168,7 @@ class ChatMessage(BaseModel):
     name: str | None = None
     refusal: str | None = None
     tool_call_id: str | None = None
-    tool_calls: Any = None
+    tool_calls: list[ToolCall] | None = None
     function_call: Any = None
     audio: Any = None
 
@@ -198,17 +247,17 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    # Honoured by the gateway's usage log (metadata, safety_identifier, like user) or hints with no
-    # effect to miss (prompt_cache_key; parallel_tool_calls while tools are refused).
+    # Honoured by the gateway's usage log (metadata, safety_identifier, like user) or a hint with no
+    # effect to miss (prompt_cache_key).
     metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_KEYS)
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     parallel_tool_calls: bool | None = None
-    tools: Any = None
-    tool_choice: Any = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
+    response_format: ResponseFormat | None = None
     audio: Any = None
     modalities: Any = None
     prediction: Any = None
@@ -225,6 +274,14 @@ class ChatCompletionRequest(_SamplingFields):
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
         return self
+
+    def tool_mode(self) -> str:
+        """``none``, ``auto``, ``required`` or ``named``; OpenAI's default is auto when tools are sent."""
+        if not self.tools or self.tool_choice == "none":
+            return "none"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -371,6 +428,8 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    # Left out when there are none, as OpenAI does (rather than ``null``).
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=lambda calls: calls is None)
 
 
 class ChatChoice(BaseModel):

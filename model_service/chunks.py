@@ -22,6 +22,7 @@ from common.protocol import (
 from common.protocol import TokenLogprob as WireLogprob
 from model_service.engines.base import SampledToken
 from model_service.generation import ChoiceResult
+from model_service.tools import OutputPlan, tool_calls
 
 
 def _bytes(text: str) -> list[int]:
@@ -72,6 +73,10 @@ class ChatChunks:
         lp = chat_logprobs(logprobs).model_dump() if self.want_logprobs and logprobs else None
         return self._chunk([{"index": index, "delta": {"content": text}, "logprobs": lp, "finish_reason": None}])
 
+    def delta(self, index: int, delta: dict[str, Any]) -> dict[str, Any]:
+        """Any other delta (``model_service.tool_stream``'s content or tool-call pieces)."""
+        return self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
+
     def finish(self, index: int, reason: str) -> dict[str, Any]:
         return self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}])
 
@@ -99,13 +104,15 @@ class CompletionChunks:
         return {**self.base, "choices": [], "usage": usage.model_dump()}
 
 
-def chat_completion(model: str, results: list[ChoiceResult], prompt_tokens: int,
-                    want_logprobs: bool) -> ChatCompletion:
-    choices = [
-        ChatChoice(index=r.index, message=AssistantMessage(content=r.text), finish_reason=r.finish_reason,
-                   logprobs=chat_logprobs(r.logprobs) if want_logprobs else None)
-        for r in results
-    ]
+def chat_completion(model: str, results: list[ChoiceResult], prompt_tokens: int, want_logprobs: bool,
+                    plan: OutputPlan | None = None) -> ChatCompletion:
+    """The whole answer; with tools, text that makes calls becomes ``tool_calls`` (finish ``tool_calls``)."""
+    choices = []
+    for r in results:
+        content, calls = tool_calls(plan or OutputPlan(), r.text)
+        finish = "tool_calls" if calls and r.finish_reason == "stop" else r.finish_reason
+        choices.append(ChatChoice(index=r.index, message=AssistantMessage(content=content, tool_calls=calls or None),
+                                  finish_reason=finish, logprobs=chat_logprobs(r.logprobs) if want_logprobs else None))
     completion = sum(r.completion_tokens for r in results)
     return ChatCompletion(model=model, choices=choices, usage=Usage.of(prompt_tokens, completion))
 

@@ -62,6 +62,11 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0  # vLLM's (and transformers') multiplicative one, prompt included
     logit_bias: dict[int, float] = field(default_factory=dict)
+    # What the answer must be, for engines with ``TextGenerator.structured_outputs``: an llguidance
+    # grammar (``engines.constrained``) and the JSON Schema it was built from, for engines that take
+    # schemas natively (llama-server's ``json_schema``).
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,11 +151,20 @@ class TextGenerator(Engine):
     """Chat and text completions: prompts become token ids, ``generate`` streams one sequence.
 
     Stop strings, n choices, the context-length cap, usage and SSE shapes are the worker's
-    (``model_service.generation``), the same for every generator."""
+    (``model_service.generation``), the same for every generator; so are tool calls and structured
+    outputs (``model_service.tools``), given two facts from the engine: whether it decodes under a
+    grammar (``structured_outputs``) and whether its chat template renders tools."""
+
+    structured_outputs: bool = False
 
     @abstractmethod
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        """Token ids of the chat template applied to ``messages`` with the generation prompt."""
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of the chat template applied to ``messages`` with the generation prompt; ``tools``
+        (OpenAI's tool dicts) come only to engines whose ``template_takes_tools()`` is true."""
+
+    def template_takes_tools(self) -> bool:
+        """The chat template renders ``tools`` and tool-call history itself."""
+        return False
 
     def chat_inputs(self, messages: list[dict[str, Any]], images: list[Any]) -> ChatPrompt:
         """The prompt for ``messages`` whose content may be a list of ``{"type": "text"|"image"}``

@@ -41,6 +41,7 @@ _VOCAB = 1_000_010  # token ids are crc32(piece) % 1_000_000 + 10
 
 class FakeEngine(TextGenerator, Embedder, Reranker, Transcriber):
     name = "fake"
+    structured_outputs = True  # over a byte vocabulary (``fake_grammar``)
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
@@ -77,9 +78,15 @@ class FakeEngine(TextGenerator, Embedder, Reranker, Transcriber):
     def decode(self, token_ids: list[int]) -> str:
         return "".join(self.vocab.get(t, "") for t in token_ids)
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """A template that takes tools (one line naming them first), so ``auto`` is testable; the
+        fake then answers in words, never with a call."""
         text = "".join(f"<|{m['role']}|>\n{m.get('content') or ''}\n" for m in messages)
-        return self.tokenize(text + "<|assistant|>\n")
+        names = " ".join(t["function"]["name"] for t in tools or [])
+        return self.tokenize((f"<|tools|> {names}\n" if names else "") + text + "<|assistant|>\n")
+
+    def template_takes_tools(self) -> bool:
+        return True
 
     def chat_inputs(self, messages: list[dict[str, Any]], images: list[Any]) -> ChatPrompt:
         """A multimodal fake "sees" each image as ``[image WxH]`` in its message, so tests can tell
@@ -113,7 +120,12 @@ class FakeEngine(TextGenerator, Embedder, Reranker, Transcriber):
     # --- generation ---------------------------------------------------------------------------
     async def generate(self, prompt_ids: list[int], params: SamplingParams,
                        media: Any = None) -> AsyncIterator[Delta]:
-        answer = self._answer(prompt_ids, params)
+        if params.grammar is None:
+            answer = self._answer(prompt_ids, params)
+        else:  # imported here: the grammar library comes with the worker extra, the fake needs no torch
+            from model_service.engines.fake_grammar import constrained_answer
+
+            answer = constrained_answer(params.grammar, params.max_tokens)
         self.started += 1
         self.active += 1
         done = False

@@ -24,7 +24,7 @@ from typing import Any
 from model_service.engine_paths import find_llama_server
 from model_service.engine_server import EngineServer, EngineState
 from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams, TextGenerator
-from model_service.engines.transformers_base import chat_prompt_ids
+from model_service.engines.transformers_base import chat_prompt_ids, template_takes_tools
 from model_service.llamacpp_args import llama_server_argv
 from model_service.settings import WorkerSettings
 
@@ -85,6 +85,7 @@ class LlamaCppEngine(TextGenerator):
     """A GGUF served by a supervised ``llama-server`` with ``max_batch_size`` parallel slots."""
 
     name = "llamacpp"
+    structured_outputs = True  # the JSON Schema goes to llama-server's native ``json_schema``
 
     def __init__(self, settings: WorkerSettings) -> None:
         gguf = gguf_file(settings.model_path) if settings.model_path else None
@@ -145,8 +146,13 @@ class LlamaCppEngine(TextGenerator):
                           dtype=None, max_model_len=self.max_model_len,
                           vocab_size=self.vocab_size)
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, messages)
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, messages, tools)
+
+    def template_takes_tools(self) -> bool:
+        """Tools work as for transformers: our template, our parser; constrained answers go to
+        llama-server as the JSON Schema they must satisfy (``completion_body``)."""
+        return template_takes_tools(self.tokenizer)
 
     def text_prompt(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
@@ -189,6 +195,8 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
         body["seed"] = params.seed
     if params.logprobs:
         body["n_probs"] = max(params.top_logprobs, 1)
+    if params.json_schema is not None:  # llama-server turns it into its own grammar
+        body["json_schema"] = params.json_schema
     return body
 
 

@@ -13,11 +13,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from model_service.engines.constrained import GrammarTokenizer
 from model_service.engines.llm_batch import Sequence
 from model_service.engines.model_facts import context_length, eos_ids
 from model_service.engines.scheduler import BatchScheduler
 from model_service.engines.threads import DONE
-from model_service.engines.transformers_base import TransformersGenerator, chat_prompt_ids, logits_width
+from model_service.engines.transformers_base import (
+    TransformersGenerator,
+    chat_prompt_ids,
+    logits_width,
+    template_takes_tools,
+)
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 
 class TransformersLLM(TransformersGenerator):
     name = "transformers"
+    structured_outputs = True  # per-row grammars in the batch (``constrained``)
 
     def __init__(self, settings: WorkerSettings) -> None:
         super().__init__(settings)
@@ -38,6 +45,7 @@ class TransformersLLM(TransformersGenerator):
         self.vocab_size = logits_width(self.model)
         self.max_model_len = self.settings.max_model_len or context_length(self.model.config, self.tokenizer)
         self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
+        self.grammar_tokenizer = GrammarTokenizer(self.tokenizer, self.vocab_size, self.eos_ids)
         pad_id = self.tokenizer.pad_token_id
         pad_id = min(self.eos_ids, default=0) if pad_id is None else pad_id  # masked out; any id does
         self._scheduler = BatchScheduler(self.model, max_batch_size=_batch_limit(self.model, self.settings),
@@ -52,8 +60,11 @@ class TransformersLLM(TransformersGenerator):
         self.model = None
         self.tokenizer = None
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, messages)
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, messages, tools)
+
+    def template_takes_tools(self) -> bool:
+        return template_takes_tools(self.tokenizer)
 
     def start(self, seq: Sequence, media: Any) -> None:
         if self._scheduler is None:

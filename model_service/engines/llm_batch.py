@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from model_service.engines.base import Delta, SampledToken, SamplingParams
+from model_service.engines.constrained import GrammarError, GrammarTokenizer, Matcher
 from model_service.engines.detok import IncrementalDecoder
 from model_service.engines.sampling import build_processors, choose, make_generator, token_logprobs
 
@@ -32,7 +33,8 @@ class Sequence:
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, emit: Callable[[Any], None], *,
                  device: str, decode: Callable[[list[int]], str], piece: Callable[[int], str],
-                 eos_ids: set[int], cancel: threading.Event | None = None) -> None:
+                 eos_ids: set[int], cancel: threading.Event | None = None,
+                 grammar_tokenizer: GrammarTokenizer | None = None) -> None:
         self.prompt_ids = prompt_ids
         self.params = params
         self.emit = emit
@@ -45,22 +47,36 @@ class Sequence:
         self._decoder = IncrementalDecoder(decode)
         self._piece = piece
         self._eos_ids = eos_ids
+        self._matcher = None
+        if params.grammar is not None:
+            if grammar_tokenizer is None:
+                raise RuntimeError("this engine cannot decode under a grammar")
+            self._matcher = Matcher(grammar_tokenizer, params.grammar)
 
     @property
     def generated(self) -> int:
         return len(self.ids) - len(self.prompt_ids)
 
     def advance(self, raw: torch.Tensor) -> bool:
-        """Choose the next token from this row's raw logits (1-D), emit its delta; True when finished."""
-        if self._processors:
-            history = torch.tensor([self.ids], device=raw.device)
-            scores = self._processors(history, raw.unsqueeze(0).float())[0]
-        else:
-            scores = raw.float()
-        token = choose(scores, self.params, self._generator)
+        """Choose the next token from this row's raw logits (1-D), emit its delta; True when finished.
+
+        A grammar masks the logits before anything else, so penalties, temperature and top-p only
+        ever choose among tokens the grammar allows; a complete grammar ends the sequence."""
+        try:
+            scores = raw.float() if self._matcher is None else self._matcher.mask(raw.float())
+            if self._processors:
+                history = torch.tensor([self.ids], device=raw.device)
+                scores = self._processors(history, scores.unsqueeze(0))[0]
+            token = choose(scores, self.params, self._generator)
+            if self._matcher is not None:
+                self._matcher.accept(token)
+        except GrammarError as exc:
+            self.emit(exc)
+            return True
         self.ids.append(token)
         is_eos = token in self._eos_ids
-        finish = "stop" if is_eos else ("length" if self.generated >= self.params.max_tokens else None)
+        complete = is_eos or (self._matcher is not None and self._matcher.complete)
+        finish = "stop" if complete else ("length" if self.generated >= self.params.max_tokens else None)
         text = "" if is_eos else self._decoder.push(token)
         if finish:
             text += self._decoder.flush()

@@ -23,6 +23,7 @@ from jinja2 import TemplateError
 
 from common.errors import InvalidRequestError
 from model_service.engines.base import Delta, Engine, EngineInfo, SamplingParams, TextGenerator
+from model_service.engines.constrained import GrammarTokenizer
 from model_service.engines.hardware import dtype_name, resolve_device, resolve_dtype
 from model_service.engines.llm_batch import Sequence
 from model_service.engines.threads import Emit, thread_stream
@@ -65,6 +66,7 @@ class TransformersGenerator(TransformersEngine, TextGenerator):
         super().__init__(settings)
         self.tokenizer: Any = None
         self.eos_ids: set[int] = set()
+        self.grammar_tokenizer: GrammarTokenizer | None = None  # set by engines that constrain decoding
 
     def text_prompt(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
@@ -79,7 +81,7 @@ class TransformersGenerator(TransformersEngine, TextGenerator):
     def generate(self, prompt_ids: list[int], params: SamplingParams, media: Any = None) -> AsyncIterator[Delta]:
         def submit(emit: Emit, cancel: threading.Event) -> None:
             seq = Sequence(prompt_ids, params, emit, device=self.device, decode=self.decode, piece=self.piece,
-                           eos_ids=self.eos_ids, cancel=cancel)
+                           eos_ids=self.eos_ids, cancel=cancel, grammar_tokenizer=self.grammar_tokenizer)
             self.start(seq, media)
 
         return thread_stream(submit)
@@ -101,15 +103,26 @@ def chat_template_errors(*more: type[Exception]) -> Iterator[None]:
                                   param="messages", code="invalid_messages") from exc
 
 
-def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]]) -> list[int]:
-    """Token ids of ``tokenizer``'s chat template applied to ``messages`` with the generation prompt
-    (the template adds the special tokens, so the tokenizer adds none); 400 without a template."""
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, Any]],
+                    tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """Token ids of ``tokenizer``'s chat template applied to ``messages`` (and ``tools``) with the
+    generation prompt (the template adds the special tokens, so the tokenizer adds none); 400
+    without a template."""
     if not getattr(tokenizer, "chat_template", None):
         raise InvalidRequestError("This model has no chat template; use /v1/completions instead.",
                                   code="no_chat_template")
     with chat_template_errors():
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                             add_generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def template_takes_tools(tokenizer: Any) -> bool:
+    """Whether the chat template reads ``tools`` (there is no flag for it; vLLM and Ollama look too)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # named templates: the default one, or the one for tool use
+        template = template.get("tool_use") or template.get("default")
+    return isinstance(template, str) and "tools" in template
 
 
 def _article(model_type: str) -> str:

@@ -67,8 +67,8 @@ class TransformersVision(TransformersGenerator):
         return self.submitted - self.left
 
     # --- prompts --------------------------------------------------------------------------------
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
-        return self.chat_inputs(messages, []).ids
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        return self.chat_inputs(messages, []).ids  # never given tools: the processor template is not asked
 
     def chat_inputs(self, messages: list[dict[str, Any]], images: list[Any]) -> ChatPrompt:
         """Template the messages (image parts become the model's image tokens), then let the

@@ -9,6 +9,7 @@ llama-server starts.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import psutil
 import pytest
@@ -85,6 +87,25 @@ def test_stop_and_max_tokens(client: openai.OpenAI) -> None:
     assert "Paris" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
     short = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=3)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+
+
+def test_structured_outputs_and_forced_tool_calls(client: openai.OpenAI) -> None:
+    """llama-server constrains by the JSON Schema the worker passes on (its native ``json_schema``)."""
+    population = {"type": "integer", "minimum": 0, "maximum": 99999999}
+    schema = {"type": "object", "additionalProperties": False, "required": ["city", "population"],
+              "properties": {"city": {"type": "string", "maxLength": 16}, "population": population}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}}
+    resp = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40,
+                                          response_format=fmt)
+    assert resp.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(resp.choices[0].message.content), schema)
+    tool = {"type": "function", "function": {"name": "lookup_city", "parameters": schema}}
+    called = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=80,
+                                            tools=[tool], tool_choice="required", parallel_tool_calls=False)
+    assert called.choices[0].finish_reason == "tool_calls", called.choices[0].message
+    [call] = called.choices[0].message.tool_calls
+    assert call.function.name == "lookup_city"
+    jsonschema.validate(json.loads(call.function.arguments), schema)
 
 
 def test_n_choices_with_seed(client: openai.OpenAI) -> None:

@@ -57,7 +57,7 @@ CHAT_FIELDS: dict[str, tuple[Any, str]] = {
     "presence_penalty": (0.5, HONOURED),
     "prompt_cache_key": ("cache-1", HONOURED),
     "reasoning_effort": ("low", REFUSED),
-    "response_format": ({"type": "json_object"}, REFUSED),
+    "response_format": ({"type": "json_object"}, HONOURED),
     "safety_identifier": ("user-hash-1", HONOURED),
     "seed": (7, HONOURED),
     "service_tier": ("flex", REFUSED),
@@ -66,8 +66,8 @@ CHAT_FIELDS: dict[str, tuple[Any, str]] = {
     "stream": (True, HONOURED),
     "stream_options": ({"include_usage": True}, HONOURED),
     "temperature": (1.0, HONOURED),
-    "tool_choice": ("auto", REFUSED),
-    "tools": ([TOOL], REFUSED),
+    "tool_choice": ("required", HONOURED),
+    "tools": ([TOOL], HONOURED),
     "top_logprobs": (2, HONOURED),
     "top_p": (0.5, HONOURED),
     "user": ("end-user-1", HONOURED),
@@ -75,8 +75,7 @@ CHAT_FIELDS: dict[str, tuple[Any, str]] = {
     "web_search_options": ({}, REFUSED),
 }
 # Values of refused fields that ask for nothing: accepted as no-ops.
-NO_OPS: dict[str, Any] = {"tools": [], "tool_choice": "none", "functions": [], "function_call": "none",
-                          "response_format": {"type": "text"}, "modalities": ["text"], "store": False,
+NO_OPS: dict[str, Any] = {"functions": [], "function_call": "none", "modalities": ["text"], "store": False,
                           "service_tier": "auto", "verbosity": "medium"}
 COMPLETION_FIELDS: dict[str, tuple[Any, str]] = {
     "model": ("fake-llm", HONOURED), "prompt": (WORDS, HONOURED), "best_of": (3, REFUSED),
@@ -91,7 +90,8 @@ EMBEDDING_FIELDS: dict[str, tuple[Any, str]] = {
     "encoding_format": ("base64", HONOURED), "user": ("end-user-1", HONOURED),
 }
 # Fields that only mean something together with another one.
-COMPANIONS: dict[str, dict[str, Any]] = {"top_logprobs": {"logprobs": True}, "stream_options": {"stream": True}}
+COMPANIONS: dict[str, dict[str, Any]] = {"top_logprobs": {"logprobs": True}, "stream_options": {"stream": True},
+                                         "tool_choice": {"tools": [TOOL]}, "parallel_tool_calls": {"tools": [TOOL]}}
 # Sampling extensions vLLM users send (not OpenAI's): honoured too.
 EXTENSIONS: dict[str, tuple[Any, str]] = {"top_k": (1, HONOURED), "min_p": (1.0, HONOURED),
                                           "repetition_penalty": (1.3, HONOURED)}
@@ -160,13 +160,12 @@ async def test_each_field_is_honoured_or_refused_by_name(stack: dict[str, Any], 
 
 
 @pytest.mark.parametrize("where", ["worker", "gateway"])
-async def test_a_refused_tool_call_in_the_history_names_the_message(stack: dict[str, Any], where: str) -> None:
+async def test_a_tool_call_in_the_history_is_rendered(stack: dict[str, Any], where: str) -> None:
+    """The assistant's calls and the tool's result reach the prompt; the fake answers the last line."""
     call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
     messages = [{"role": "user", "content": "weather?"}, {"role": "assistant", "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
-    resp = await stack["client"].post(url_of(stack, where, "/v1/chat/completions"), json={**CHAT, "messages": messages})
-    assert resp.status_code == 400, resp.text
-    assert resp.json()["error"]["param"] == "messages[1].tool_calls"
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny and warm"}]
+    assert await chat_text(stack, where, messages=messages, tools=[TOOL]) == "sunny and warm"
 
 
 async def chat_text(stack: dict[str, Any], where: str, **fields: Any) -> str:
@@ -226,3 +225,19 @@ async def test_metadata_must_be_strings(stack: dict[str, Any], where: str) -> No
     resp = await stack["client"].post(url_of(stack, where, "/v1/chat/completions"),
                                       json={**CHAT, "metadata": {"n": 1}})
     assert resp.status_code == 400 and resp.json()["error"]["param"].startswith("metadata")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_call_answers_are_counted_in_the_usage_log(stack: dict[str, Any], stream: bool) -> None:
+    """A streamed answer made only of tool-call deltas (no content) still has its tokens counted."""
+    user = f"tool-caller-{stream}"
+    body = {**CHAT, "tools": [TOOL], "tool_choice": "required", "stream": stream, "user": user}
+    resp = await stack["client"].post(stack["gateway"] + "/v1/chat/completions", json=body)
+    assert resp.status_code == 200 and "tool_calls" in resp.text, resp.text
+
+    async def logged() -> bool:
+        return stack["usage_log"].exists() and user in stack["usage_log"].read_text()
+
+    await eventually(logged, "the usage log line")
+    line = next(json.loads(x) for x in stack["usage_log"].read_text().splitlines() if user in x)
+    assert line["completion_tokens"] > 0 and line["total_tokens"] == line["prompt_tokens"] + line["completion_tokens"]

@@ -77,3 +77,10 @@ def test_streamed_events_become_deltas() -> None:
     assert to_delta({"content": "", "tokens": [], "stop": False}) is None
     with pytest.raises(RuntimeError, match="slot unavailable"):
         to_delta({"error": {"code": 503, "message": "slot unavailable"}})
+
+
+def test_llama_server_gets_the_json_schema_to_constrain_with() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = completion_body([1, 2], SamplingParams(max_tokens=8, grammar="(unused)", json_schema=schema))
+    assert body["json_schema"] == schema
+    assert "json_schema" not in completion_body([1, 2], SamplingParams(max_tokens=8))
