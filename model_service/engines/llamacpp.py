@@ -12,6 +12,7 @@ cache, keyed by the file's name, size and mtime, and later starts load it in wel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from model_service.engine_paths import find_llama_server
 from model_service.engine_server import EngineServer
 from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams
-from model_service.engines.supervised import ServerGenerator, gpu_env
+from model_service.engines.supervised import ServerGenerator, gpu_env, stream_lines
 from model_service.llamacpp_args import llama_server_argv
 from model_service.settings import WorkerSettings
 
@@ -131,11 +132,9 @@ class LlamaCppEngine(ServerGenerator):
         if self.server is None:
             raise RuntimeError("the model is not loaded")
         body = completion_body(prompt_ids, params)
-        async with self.server.client.stream("POST", "/completion", json=body) as response:
-            if response.status_code != 200:
-                detail = (await response.aread()).decode(errors="replace")[:500]
-                raise RuntimeError(f"llama-server answered {response.status_code}: {detail}")
-            async for line in response.aiter_lines():
+        lines = stream_lines(self.server.client, "/completion", body, _refused)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
                 if line.startswith("data: "):
                     delta = to_delta(json.loads(line[6:]))
                     if delta is not None:
@@ -183,3 +182,7 @@ def to_delta(event: dict[str, Any]) -> Delta | None:
                                   for t in p.get("top_logprobs", [])])
                 for p in event.get("completion_probabilities") or []]
     return Delta(text=text, token_ids=tokens, finish_reason=finish, logprobs=logprobs)
+
+
+def _refused(status: int, body: bytes) -> Exception:
+    return RuntimeError(f"llama-server answered {status}: {body.decode(errors='replace')[:500]}")

@@ -8,7 +8,11 @@ on the worker's loop, reported by ``unavailable()`` while it is down, stopped by
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import anyio
+import httpx
 
 from model_service.engine_server import EngineServer, EngineState
 from model_service.engines.base import TextGenerator
@@ -52,3 +56,21 @@ class ServerGenerator(TextGenerator):
 def gpu_env(gpu_indices: list[int]) -> dict[str, str]:
     """The child sees exactly the worker's GPUs (its device 0..n-1 are these)."""
     return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_indices))} if gpu_indices else {}
+
+
+async def stream_lines(client: httpx.AsyncClient, path: str, body: dict[str, Any],
+                       refused: Callable[[int, bytes], Exception]) -> AsyncIterator[str]:
+    """POST ``body`` to the child and yield its streamed lines; a non-200 answer raises
+    ``refused(status, body)``. However the caller stops (the sequence done, a stop string, the client
+    gone), the upstream response is closed, shielded from the cancellation a client's disconnect
+    brings: a close that is itself cancelled would leave the connection open, and the child would go
+    on generating into the socket's buffer."""
+    response = await client.send(client.build_request("POST", path, json=body), stream=True)
+    try:
+        if response.status_code != 200:
+            raise refused(response.status_code, await response.aread())
+        async for line in response.aiter_lines():
+            yield line
+    finally:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()

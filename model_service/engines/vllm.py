@@ -11,6 +11,7 @@ server watches for the disconnect), freeing the sequence's KV cache at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from common.errors import InvalidRequestError
 from model_service.engine_paths import find_vllm_python
 from model_service.engine_server import EngineServer
 from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams
-from model_service.engines.supervised import ServerGenerator
+from model_service.engines.supervised import ServerGenerator, stream_lines
 from model_service.settings import WorkerSettings
 from model_service.vllm_args import VllmOptions, vllm_argv, vllm_env
 
@@ -89,10 +90,9 @@ class VllmEngine(ServerGenerator):
         if self.server is None:
             raise RuntimeError("the model is not loaded")
         body = completion_body(self.settings.model_name, prompt_ids, params)
-        async with self.server.client.stream("POST", "/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                raise upstream_error(response.status_code, await response.aread())
-            async for line in response.aiter_lines():
+        lines = stream_lines(self.server.client, "/v1/completions", body, upstream_error)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 delta = to_delta(json.loads(line[6:]))
