@@ -176,8 +176,10 @@ def test_429_when_the_only_slot_is_taken(running: Running) -> None:
     with httpx.Client(base_url=running.url, timeout=120) as client:
         with client.stream("POST", CHAT, json=LONG) as first:
             assert first.status_code == 200
-            next(first.iter_lines())  # admitted and streaming
+            lines = first.iter_lines()
+            seen = [next(lines) for _ in range(4)]  # admitted and generating (a role chunk, then content)
             busy = client.post(CHAT, json={"messages": QUESTION, "max_tokens": 4})
+            assert busy.status_code == 429, (busy.text, seen, list(lines)[-6:])  # the rest: did it end early?
     assert busy.status_code == 429 and "retry-after" in busy.headers
     assert busy.json()["error"]["type"] == "rate_limit_error"
 
