@@ -23,11 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/model-service up
 
-# The tests run the real llama-server: built once per machine (~20 min on 2 cores), then reused.
-test: $(STAMP) llama-server k8s-tools
+# The tests run the real llama-server and vLLM, and check the Helm chart with helm, kubectl and checkov:
+# each built or installed once per machine (~20 min, ~7 min and ~3 min on 2 cores), then reused.
+# MODEL_SERVICE_REQUIRE_ENGINES=1: a missing engine fails its tests, never skips.
+test: $(STAMP) llama-server vllm-venv k8s-tools
 	bash scripts/ci-deps.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --ignore=tests/compose
+	MODEL_SERVICE_REQUIRE_ENGINES=1 $(BIN)/python -m pytest -q --ignore=tests/compose
 
 # Everything but the tests with real parts (real models, OS processes, real S3): the e2e marker.
 test-fast: $(STAMP)
@@ -35,7 +37,7 @@ test-fast: $(STAMP)
 
 # Engine servers, cached outside the repository under $MODEL_SERVICE_HOME/engines (docs/engines.md).
 # Each prints its path; a second run returns at once. LLAMA_SERVER_FLAVOUR=cuda / VLLM_FLAVOUR=cuda
-# for GPU builds. The vLLM venv is not needed by `make test`.
+# for GPU builds.
 llama-server:
 	bash scripts/build-llama-server.sh
 

@@ -496,6 +496,7 @@ class ModelCard(BaseModel):
     type: str | None = None
     capabilities: list[str] = Field(default_factory=list)
     max_model_len: int | None = None
+    engine: str | None = None  # what serves it (a worker's ``auto`` choice included)
 
 
 class ModelList(BaseModel):

@@ -54,3 +54,11 @@ def find_llama_server(flavour: str = "cpu") -> Path | None:
     """The cached binary if it has been built (``make llama-server``), else None."""
     path = llama_server_path(flavour)
     return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def find_vllm_python(flavour: str = "cpu") -> Path | None:
+    """The vLLM venv's python if the venv is fully installed (``make vllm-venv`` wrote its
+    ``.installed`` stamp), else None."""
+    venv = vllm_venv_path(flavour)
+    python = venv / "bin" / "python"
+    return python if (venv / ".installed").is_file() and os.access(python, os.X_OK) else None

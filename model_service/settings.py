@@ -136,7 +136,20 @@ class WorkerSettings(ServiceSettings):
     llamacpp_parallel: int | None = Field(default=None, ge=1)
     llamacpp_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("llamacpp_extra_args", mode="before")
+    # vllm (docs/engines.md): engine arguments that reach vLLM's server (vllm_args.VllmOptions). A
+    # deployment file's ``engine_args: {vllm_enforce_eager: true}`` arrives as WORKER_VLLM_ENFORCE_EAGER.
+    # dtype, max_model_len and gpu_indices are the worker's own; max_num_seqs is the admission slots.
+    vllm_gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    vllm_prefix_caching: bool = True
+    vllm_enforce_eager: bool = False  # skip torch.compile / CUDA graphs: starts in ~40 s instead of minutes
+    vllm_kv_cache_gib: int = Field(default=2, ge=1)  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    vllm_cpu_threads: int | None = Field(default=None, ge=1)  # CPU only: OpenMP threads (default every core)
+    vllm_tool_call_parser: str | None = None  # e.g. hermes, llama3_json: native tool calls
+    vllm_reasoning_parser: str | None = None
+    vllm_structured_outputs_backend: str | None = None  # xgrammar, guidance, outlines
+    vllm_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("llamacpp_extra_args", "vllm_extra_args", mode="before")
     @classmethod
     def _split_args(cls, value: Any) -> Any:
         """Shell-style words, as typed in ``.env``: ``--flash-attn on --mlock``."""

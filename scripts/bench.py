@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_load next to t
 import bench_load as bl
 import bench_onnx
 import bench_peers
+from bench_engines import engines_markdown, measure_engines
 from bench_report import markdown, plot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="folder with the peers' venvs (infinity/, litellm/) made by scripts/bench-peers-setup.sh")
     p.add_argument("--skip", default="",
                    help="comma-separated parts to skip: chat,embeddings,onnx,gateway,ceilings,infinity,litellm")
+    p.add_argument("--engines", default="",
+                   help="the engines table (scripts/bench_engines.py): comma-separated setups of "
+                        "transformers-auto,transformers-fp32,transformers-bf16,vllm,vllm-bare,llamacpp")
+    p.add_argument("--engine-levels", default="1,8,32", help="stream counts for the engines table")
+    p.add_argument("--engine-gpus", default="", help="GPU list for the engines (e.g. 0); empty: the CPU")
+    p.add_argument("--vllm-eager", action="store_true",
+                   help="vLLM with --enforce-eager (starts in ~40 s on a CPU instead of minutes; decodes slower)")
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, bench.png")
     return p.parse_args(argv)
 
@@ -279,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.onnx_folders = bench_onnx.export(prepare(STARTER_EMBEDDING))
             if "ceilings" not in args.skip and not args.base_url:
                 results["ceilings"] = ceilings(args, levels)
-            urls = {} if args.base_url else start_servers(servers, args)
-            results.update(measure(args, urls, levels))
+            if not _only_engines(args):
+                urls = {} if args.base_url else start_servers(servers, args)
+                results.update(measure(args, urls, levels))
+                servers.stop()
+            if args.engines and not args.base_url:
+                results["engines"] = measure_engines(args, servers, free_port, interleaved)
     finally:
         servers.stop()
     results["machine"]["load_avg_during"] = load.summary()
@@ -288,12 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     results["args"] = {k: v for k, v in vars(args).items() if k not in ("peers", "onnx_folders")}
 
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
+    table = markdown(results) + (engines_markdown(results["engines"]) if "engines" in results else "")
     (out / "results.md").write_text(table)
-    plot(results, out / "bench.png")
+    if not _only_engines(args):
+        plot(results, out / "bench.png")
     print(table)
     print(f"results in {out}/ (results.json, results.md, bench.png)")
     return 0
+
+
+def _only_engines(args: argparse.Namespace) -> bool:
+    """With ``--engines`` and every other part skipped, no other server is started."""
+    return bool(args.engines) and {"chat", "embeddings", "gateway"} <= set(args.skip.split(","))
 
 
 def _shown(path: Path) -> str:

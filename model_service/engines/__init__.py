@@ -9,7 +9,9 @@ imported on first use, so the fake engine (and the HTTP tests using it) never pa
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,8 @@ ENGINES: dict[str, EngineSpec] = {
     "whisper": EngineSpec("model_service.engines.whisper:build_whisper_engine", ("transcription",)),
     # llama.cpp's llama-server, supervised as a child, for a GGUF file (or a folder holding one).
     "llamacpp": EngineSpec("model_service.engines.llamacpp:LlamaCppEngine", ("llm",)),
+    # vLLM's OpenAI server from its own venv (make vllm-venv), supervised as a child, for a HF folder.
+    "vllm": EngineSpec("model_service.engines.vllm:VllmEngine", ("llm",)),
 }
 # What ``engine=auto`` runs for each model type.
 AUTO = {"llm": "transformers", "multimodal": "transformers-vision", "embedding": "sentence-transformers",
@@ -67,12 +71,13 @@ def engine_name(engine: str, model_type: str, model_path: str | None = None) -> 
     """The registered engine that ``engine`` (a name or ``auto``) means for ``model_type``; ValueError
     for a name nobody registered or an engine that does not serve this model type. ``auto`` picks
     ``AUTO[model_type]``, except that an llm whose ``model_path`` is a GGUF file (or a folder holding
-    one) runs on llamacpp: transformers would have to de-quantise it, and an embedding folder holding an
-    ONNX export and no torch weights runs on onnx. A store model's path is only
-    known once fetched, so the worker asks again with the fetched folder."""
+    one) runs on llamacpp: transformers would have to de-quantise it; any other llm runs on vllm where it
+    serves best (a CUDA GPU on the host and the CUDA vLLM venv installed); and an embedding folder holding
+    an ONNX export and no torch weights runs on onnx. A store model's path is only known once fetched, so
+    the worker asks again with the fetched folder."""
     name = AUTO.get(model_type, "") if engine == "auto" else engine
-    if engine == "auto" and model_type == "llm" and model_path and _is_gguf(model_path):
-        name = "llamacpp"
+    if engine == "auto" and model_type == "llm":
+        name = _auto_llm(model_path)
     if engine == "auto" and model_type == "embedding" and model_path and is_onnx_folder(model_path):
         name = "onnx"
     spec = ENGINES.get(name)
@@ -81,6 +86,35 @@ def engine_name(engine: str, model_type: str, model_path: str | None = None) -> 
     if model_type not in spec.model_types:
         raise ValueError(f"the {name!r} engine serves {', '.join(spec.model_types)} models, not {model_type!r}")
     return name
+
+
+def _auto_llm(model_path: str | None) -> str:
+    """GGUF → llamacpp; CUDA + the vLLM CUDA venv → vllm; else transformers (docs/engines.md)."""
+    if model_path and _is_gguf(model_path):
+        return "llamacpp"
+    if _vllm_gpu_ready():
+        return "vllm"
+    return AUTO["llm"]
+
+
+@functools.cache
+def _vllm_gpu_ready() -> bool:
+    """An NVIDIA GPU is visible (NVML, without importing torch) and the CUDA vLLM venv is installed.
+    Asked once per process; ``MODEL_SERVICE_AUTO_VLLM=0`` turns the choice off."""
+    from model_service.engine_paths import find_vllm_python
+
+    if os.environ.get("MODEL_SERVICE_AUTO_VLLM", "1") == "0" or find_vllm_python("cuda") is None:
+        return False
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library: no CUDA here
+        return False
 
 
 def _is_gguf(model_path: str) -> bool:

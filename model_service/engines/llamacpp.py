@@ -12,6 +12,7 @@ cache, keyed by the file's name, size and mtime, and later starts load it in wel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from model_service.engine_paths import find_llama_server
-from model_service.engine_server import EngineServer, EngineState
-from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams, TextGenerator
-from model_service.engines.transformers_base import chat_prompt_ids, template_takes_tools
+from model_service.engine_server import EngineServer
+from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams
+from model_service.engines.supervised import ServerGenerator, gpu_env, stream_lines
 from model_service.llamacpp_args import llama_server_argv
 from model_service.settings import WorkerSettings
 
@@ -81,11 +82,12 @@ def load_gguf_tokenizer(gguf: Path, cache_dir: Path) -> tuple[Any, dict[str, Any
     return tokenizer, facts
 
 
-class LlamaCppEngine(TextGenerator):
+class LlamaCppEngine(ServerGenerator):
     """A GGUF served by a supervised ``llama-server`` with ``max_batch_size`` parallel slots."""
 
     name = "llamacpp"
     structured_outputs = True  # the JSON Schema goes to llama-server's native ``json_schema``
+    label = "llama-server"
 
     def __init__(self, settings: WorkerSettings) -> None:
         gguf = gguf_file(settings.model_path) if settings.model_path else None
@@ -108,7 +110,7 @@ class LlamaCppEngine(TextGenerator):
         self.vocab_size = len(self.tokenizer)
         self.max_model_len = self.settings.max_model_len or facts.get("context_length") or 2048
         self._binary = binary
-        self.server = EngineServer("llama.cpp", self.argv, env=_gpu_env(self.settings.gpu_indices),
+        self.server = EngineServer("llama.cpp", self.argv, env=gpu_env(self.settings.gpu_indices),
                                    start_timeout_s=self.settings.engine_start_timeout_s)
 
     def argv(self, port: int) -> list[str]:
@@ -122,50 +124,18 @@ class LlamaCppEngine(TextGenerator):
             threads=self.settings.llamacpp_threads or os.cpu_count(), gpu_layers="all" if gpu else None,
             extra_args=self.settings.llamacpp_extra_args)
 
-    async def serve(self) -> None:
-        """The async half, on the worker's loop: start the child and wait until it answers."""
-        assert self.server is not None, "load() first"
-        await self.server.start()
-
-    async def aclose(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-
-    def unavailable(self) -> str | None:
-        status = self.server.status if self.server is not None else None
-        if status is None or status.state is EngineState.READY:
-            return None
-        return f"llama-server {status.state.value} (restarts {status.restarts}, last exit {status.last_exit_code})" + (
-            f": {status.detail}" if status.detail else "")
-
-    def close(self) -> None:
-        self.tokenizer = None
-
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.name, device="cuda" if self.settings.gpu_indices else "cpu",
                           dtype=None, max_model_len=self.max_model_len,
                           vocab_size=self.vocab_size)
 
-    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, messages, tools)
-
-    def template_takes_tools(self) -> bool:
-        """Tools work as for transformers: our template, our parser; constrained answers go to
-        llama-server as the JSON Schema they must satisfy (``completion_body``)."""
-        return template_takes_tools(self.tokenizer)
-
-    def text_prompt(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
-
     async def generate(self, prompt_ids: list[int], params: SamplingParams, media: Any = None) -> AsyncIterator[Delta]:
         if self.server is None:
             raise RuntimeError("the model is not loaded")
         body = completion_body(prompt_ids, params)
-        async with self.server.client.stream("POST", "/completion", json=body) as response:
-            if response.status_code != 200:
-                detail = (await response.aread()).decode(errors="replace")[:500]
-                raise RuntimeError(f"llama-server answered {response.status_code}: {detail}")
-            async for line in response.aiter_lines():
+        lines = stream_lines(self.server.client, "/completion", body, _refused)
+        async with contextlib.aclosing(lines):
+            async for line in lines:
                 if line.startswith("data: "):
                     delta = to_delta(json.loads(line[6:]))
                     if delta is not None:
@@ -217,5 +187,5 @@ def to_delta(event: dict[str, Any]) -> Delta | None:
     return Delta(text=text, token_ids=tokens, finish_reason=finish, logprobs=logprobs)
 
 
-def _gpu_env(gpu_indices: list[int]) -> dict[str, str]:
-    return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, gpu_indices))} if gpu_indices else {}
+def _refused(status: int, body: bytes) -> Exception:
+    return RuntimeError(f"llama-server answered {status}: {body.decode(errors='replace')[:500]}")

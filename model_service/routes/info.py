@@ -37,6 +37,7 @@ def model_card(worker: Worker) -> ModelCard:
         type=worker.settings.model_type,
         capabilities=list(CAPABILITIES.get(worker.settings.model_type, [])),
         max_model_len=info.max_model_len if info else worker.settings.max_model_len,
+        engine=info.engine if info else None,
     )
 
 

@@ -9,35 +9,31 @@ llama-server starts.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import jsonschema
 import openai
 import psutil
 import pytest
 
 from model_registry.catalog import Catalog, file_key
 from model_registry.storage import open_storage
-from model_service.engine_paths import find_llama_server
 from stack.starters import STARTER_LLM, package_dir
+from tests.helpers import sdk_checks
+from tests.helpers.engines import llama_server
 from tests.helpers.model_registry import registry_env, registry_settings
 from tests.helpers.ports import free_port
 from tests.helpers.processes import process, settled_health
+from tests.helpers.sdk_checks import QUESTION
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
-    find_llama_server() is None, reason="llama-server is not built (make llama-server)")]
+pytestmark = pytest.mark.e2e
 
 MODEL = "smollm2-gguf"
 GGUF = package_dir(STARTER_LLM.package) / str(STARTER_LLM.gguf_file)
-# A system prompt and "one sentence": with the default system prompt the first greedy token is a near tie.
-QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 WORKER_ENV = {"WORKER_MAX_MODEL_LEN": "1024", "WORKER_LLAMACPP_THREADS": "2", "WORKER_MAX_CONCURRENCY": "4",
               "HF_HUB_OFFLINE": "1"}
 
@@ -48,6 +44,7 @@ def worker_argv(port: int, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    llama_server()
     tmp = tmp_path_factory.mktemp("llamacpp-sdk")
     worker_port, gateway_port = free_port(), free_port()
     worker_url = f"http://127.0.0.1:{worker_port}"
@@ -63,80 +60,14 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
                 yield c
 
 
-def test_chat_with_usage(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=24)
-    choice = resp.choices[0]
-    assert "Paris" in choice.message.content and choice.finish_reason == "stop"
-    assert resp.model == MODEL and resp.usage.prompt_tokens > 0 and resp.usage.completion_tokens > 0
-    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
-
-
-def test_stream_matches_non_stream_and_ends_with_usage(client: openai.OpenAI) -> None:
-    kwargs = {"model": MODEL, "messages": QUESTION, "temperature": 0, "max_tokens": 24}
-    full = client.chat.completions.create(**kwargs)
-    chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == full.choices[0].message.content
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage == full.usage
-
-
-def test_stop_and_max_tokens(client: openai.OpenAI) -> None:
-    stopped = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=24,
-                                             stop=["Paris"])
-    assert "Paris" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
-    short = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=3)
-    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
-
-
-def test_structured_outputs_and_forced_tool_calls(client: openai.OpenAI) -> None:
-    """llama-server constrains by the JSON Schema the worker passes on (its native ``json_schema``)."""
-    population = {"type": "integer", "minimum": 0, "maximum": 99999999}
-    schema = {"type": "object", "additionalProperties": False, "required": ["city", "population"],
-              "properties": {"city": {"type": "string", "maxLength": 16}, "population": population}}
-    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}}
-    resp = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40,
-                                          response_format=fmt)
-    assert resp.choices[0].finish_reason == "stop"
-    jsonschema.validate(json.loads(resp.choices[0].message.content), schema)
-    tool = {"type": "function", "function": {"name": "lookup_city", "parameters": schema}}
-    called = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=80,
-                                            tools=[tool], tool_choice="required", parallel_tool_calls=False)
-    assert called.choices[0].finish_reason == "tool_calls", called.choices[0].message
-    [call] = called.choices[0].message.tool_calls
-    assert call.function.name == "lookup_city"
-    jsonschema.validate(json.loads(call.function.arguments), schema)
-
-
-def test_n_choices_with_seed(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(model=MODEL, messages=QUESTION, n=2, max_tokens=8, temperature=0.9,
-                                          seed=7)
-    assert [c.index for c in resp.choices] == [0, 1] and all(c.message.content for c in resp.choices)
-    again = client.chat.completions.create(model=MODEL, messages=QUESTION, n=2, max_tokens=8, temperature=0.9,
-                                           seed=7)
-    assert [c.message.content for c in again.choices] == [c.message.content for c in resp.choices]
-
-
-def test_logprobs(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=4,
-                                          logprobs=True, top_logprobs=2)
-    tokens = resp.choices[0].logprobs.content
-    assert len(tokens) == 4 and all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
-    assert "".join(t.token for t in tokens) == resp.choices[0].message.content
-
-
-def test_unknown_model_and_bad_parameter_in_our_shape(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as missing:
-        client.chat.completions.create(model="no-such/model", messages=QUESTION)
-    assert missing.value.code == "model_not_found"
-    with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=7)
-    assert bad.value.status_code == 400 and bad.value.body["param"] == "temperature", bad.value.body
-    assert set(bad.value.body) == {"message", "type", "param", "code"}
+@pytest.mark.parametrize("check", sdk_checks.CHECKS, ids=lambda check: check.__name__)
+def test_sdk(client: openai.OpenAI, check: Callable[[openai.OpenAI, str], None]) -> None:
+    check(client, MODEL)
 
 
 def test_gguf_from_the_store_then_a_flipped_byte_is_refused_before_the_engine_starts(tmp_path: Path) -> None:
     """``models import x.gguf --as-is`` stores the file itself, so its sha256 is checked on every fetch."""
+    llama_server()
     settings = registry_settings("local", tmp_path, None)
     env = {**registry_env(settings), **WORKER_ENV, "WORKER_CACHE_DIR": str(tmp_path / "cache")}
     imported = subprocess.run([sys.executable, "-m", "stack", "models", "import", str(GGUF), "--id", MODEL,

@@ -1,0 +1,140 @@
+"""The engines table of ``scripts/bench.py --engines``: one chat model on each engine, direct and via the gateway.
+
+Each engine in turn (never two at once: they would share the cores, and vLLM alone holds ~5 GB on a
+CPU) gets a worker on the starter chat model (its Hugging Face folder; the GGUF for llama.cpp) and a
+gateway in front of it. At each concurrency level the worker direct and the gateway are measured in
+turn (interleaved rounds, as the other parts of bench.py), streamed, temperature 0, with the output
+tok/s, TTFT p95 and the load average of the level. ``vllm-bare`` is vLLM's own server alone, started
+with the same arguments the worker gives it, so the worker's and gateway's cost on top of vLLM reads
+off one run. On a CUDA host ``--engine-gpus 0`` puts the engines on that GPU
+(``scripts/bench_gpu_engines.sh``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import bench_load as bl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Engine setups by name: the worker's environment for each. "auto" dtype is what a user gets by default.
+ENGINES: dict[str, dict[str, str]] = {
+    "transformers-auto": {"WORKER_ENGINE": "transformers", "WORKER_DTYPE": "auto"},
+    "transformers-fp32": {"WORKER_ENGINE": "transformers", "WORKER_DTYPE": "float32"},
+    "transformers-bf16": {"WORKER_ENGINE": "transformers", "WORKER_DTYPE": "bfloat16"},
+    "vllm": {"WORKER_ENGINE": "vllm"},
+    "vllm-bare": {},  # not a worker: vLLM's server alone
+    "llamacpp": {"WORKER_ENGINE": "llamacpp"},
+}
+
+
+def engine_env(name: str, *, gpus: str, slots: int, eager: bool) -> dict[str, str]:
+    """The worker environment for one engine setup: ``slots`` admitted requests decoded together, a
+    queue that never refuses, and the GPU list (or the CPU, where vLLM gets float32 like the fp32 row:
+    bf16 is slower than fp32 on CPUs without AMX; ``auto`` decides on a GPU)."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine setup {name!r}; one of {', '.join(ENGINES)}")
+    env = {"WORKER_MAX_CONCURRENCY": str(slots), "WORKER_MAX_BATCH_SIZE": str(slots), "WORKER_MAX_QUEUE": "1024",
+           "WORKER_MAX_MODEL_LEN": "1024", "HF_HUB_OFFLINE": "1", **ENGINES[name]}
+    if gpus:
+        env.update({"WORKER_GPU_INDICES": gpus, "WORKER_DEVICE": "cuda"})
+    else:
+        env["WORKER_DEVICE"] = "cpu"
+        if name.startswith("vllm"):
+            env["WORKER_DTYPE"] = "float32"
+    if name.startswith("vllm") and eager:
+        env["WORKER_VLLM_ENFORCE_EAGER"] = "true"
+    return env
+
+
+def model_path(name: str) -> Path:
+    from stack.starters import STARTER_LLM, package_dir, prepare
+
+    if name == "llamacpp":
+        return package_dir(STARTER_LLM.package) / str(STARTER_LLM.gguf_file)
+    return prepare(STARTER_LLM)
+
+
+def bare_vllm_argv(env: dict[str, str], port: int, model: str) -> tuple[list[str], dict[str, str]]:
+    """vLLM's server with the arguments and environment the worker would give it (same settings)."""
+    from model_service.engine_paths import find_vllm_python
+    from model_service.engines.vllm import vllm_options
+    from model_service.settings import WorkerSettings
+    from model_service.vllm_args import vllm_argv, vllm_env
+
+    values = {k.removeprefix("WORKER_").lower(): v for k, v in env.items() if k.startswith("WORKER_")}
+    settings = WorkerSettings(_env_file=None, model_name=model, model_path=str(model_path("vllm")), **values)
+    gpus = bool(settings.gpu_indices)
+    python = find_vllm_python("cuda" if gpus else "cpu")
+    if python is None:
+        raise RuntimeError("the vLLM venv is not installed (make vllm-venv)")
+    options = vllm_options(settings, settings.dtype, settings.max_model_len or 1024)
+    argv = vllm_argv(python, Path(settings.model_path or ""), served_name=model, port=port, options=options)
+    child_env = vllm_env(options, cache_root=settings.cache_dir / "vllm", cpu_threads=os.cpu_count() or 1,
+                         kv_cache_gib=settings.vllm_kv_cache_gib)
+    return argv, child_env
+
+
+def measure_engines(args: Any, servers: bl.Servers, free_port: Callable[[], int],
+                    interleaved: Callable[..., dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """``{setup: {"direct": rows, "gateway": rows}}`` (``vllm-bare``: ``{"bare": rows}``), one setup at a time."""
+    levels = [int(x) for x in args.engine_levels.split(",") if x]
+    out: dict[str, Any] = {}
+    for name in [n for n in args.engines.split(",") if n]:
+        env = engine_env(name, gpus=args.engine_gpus, slots=max(levels), eager=args.vllm_eager)
+        model = f"{args.chat_model}-{name}"
+        try:
+            targets = _start(name, env, model, servers, free_port)
+            runs = {kind: partial(bl.chat_once, base=url, model=model, max_tokens=args.max_tokens)
+                    for kind, url in targets.items()}
+            out[name] = {"env": env, **interleaved(f"engine {name}", runs, levels, lambda _: args.chat_per_client,
+                                                   args.rounds)}
+        except Exception as exc:  # one engine missing (no vLLM venv, no llama-server) leaves the others
+            out[name] = {"env": env, "error": f"{type(exc).__name__}: {exc}"}
+            args.peers.note(f"engine {name} not measured: {exc}")
+        finally:
+            servers.stop()
+    return out
+
+
+def _start(name: str, env: dict[str, str], model: str, servers: bl.Servers,
+           free_port: Callable[[], int]) -> dict[str, str]:
+    """Start one setup; the URLs to measure by kind (``direct``, ``gateway`` or ``bare``)."""
+    if name == "vllm-bare":
+        port = free_port()
+        argv, child_env = bare_vllm_argv(env, port, model)
+        servers.spawn(name, argv, child_env)
+        url = f"http://127.0.0.1:{port}"
+        servers.wait_url(name, f"{url}/health", 900)
+        return {"bare": url}
+    worker = servers.start(name, ["worker", "--model-type", "llm", "--model-name", model, "--model-path",
+                                  str(model_path(name))], env, free_port())
+    servers.wait_url(name, f"{worker}/health", 900)
+    gateway = servers.start(f"{name}-gateway", ["gateway", "--workers", worker], {}, free_port())
+    servers.wait_url(f"{name}-gateway", f"{gateway}/health", 60)
+    return {"direct": worker, "gateway": gateway}
+
+
+def engines_markdown(engines: dict[str, Any]) -> str:
+    """The engines table: output tok/s per level, TTFT p95 at the highest, the load average."""
+    lines = ["", "## Engines", "", "| engine | path | tok/s by streams | TTFT p95 at the most (ms) | load avg |",
+             "|---|---|---|---|---|"]
+    for name, result in engines.items():
+        if "error" in result:
+            lines.append(f"| {name} | — | not measured: {result['error']} | | |")
+            continue
+        for kind in ("direct", "gateway", "bare"):
+            rows = result.get(kind)
+            if not rows:
+                continue
+            rates = " / ".join(f"{r['concurrency']}: {r['output_tokens_per_s']}" for r in rows)
+            lines.append(f"| {name} | {kind} | {rates} | {rows[-1]['ttft_p95_ms']} | "
+                         f"{' / '.join(str(r['load_avg_1m']) for r in rows)} |")
+    return "\n".join(lines) + "\n"
