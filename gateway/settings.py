@@ -88,6 +88,9 @@ class GatewaySettings(ServiceSettings):
     # The model registry the console's Models page reads (store contents and download jobs), with the
     # service token; unset: the page says it is not configured. Env: GATEWAY_MODEL_REGISTRY_URL.
     model_registry_url: str | None = None
+    # The running ``model-service up``'s control endpoint (``up`` sets it), through which the console's
+    # Deployment panel applies a changed deployment file; unset (compose, Kubernetes): the panel says so.
+    control_url: str | None = None
 
     # User API keys (``model-service keys ...``): a JSON file of SHA-256 digests, never the secrets.
     keys_file: Path = Field(default_factory=lambda: service_home() / "gateway" / "keys.json")

@@ -89,12 +89,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from stack.deployment_file import STARTER_FILE, DeploymentFileError, load_deployment
     from stack.up import LocalStack, StackOptions
 
+    path = Path(args.deployment or STARTER_FILE)
     try:
-        deployment = _with_flags(load_deployment(args.deployment or STARTER_FILE), args)
+        deployment = _with_flags(load_deployment(path), args)
     except DeploymentFileError as exc:
         print(f"error: the deployment file is not valid; nothing was started:\n{exc}", file=sys.stderr)
         return 2
-    return LocalStack(StackOptions(deployment, args.ready_timeout, args.log_level)).run()
+    text = path.read_text(encoding="utf-8")
+    return LocalStack(StackOptions(deployment, args.ready_timeout, args.log_level, text)).run()
 
 
 def _with_flags(deployment: Deployment, args: argparse.Namespace) -> Deployment:

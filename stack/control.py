@@ -10,6 +10,9 @@ authenticate like the admin API (the admin key when ``MODEL_SERVICE_AUTH`` is on
 - ``POST /rollout`` applies the running file again, so a ``store:`` source that names an alias which
   now points elsewhere moves its replicas to the new revision, one at a time.
 - ``GET /status``: the running workers.
+- ``GET /deployment``: the running deployment as file text (the text last applied or started from when it
+  still describes what runs; otherwise rendered from what runs, e.g. with ``up``'s flags on top) and the
+  running workers: what the console edits and applies again.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import queue
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -62,22 +67,41 @@ def status(request: Request) -> dict[str, Any]:
                         for c in _stack(request).workers()]}
 
 
+@router.get("/deployment")
+def deployment(request: Request) -> dict[str, Any]:
+    stack = _stack(request)
+    return {"text": deployment_text(stack.options.deployment, stack.options.text), **status(request)}
+
+
+def deployment_text(running: Deployment, text: str | None) -> str:
+    """``text`` (comments and all) when it still parses to what runs, else YAML rendered from ``running``
+    with the defaults left out, which applies back to no change."""
+    if text is not None:
+        try:
+            if parse_deployment(text) == running:
+                return text
+        except DeploymentFileError:
+            pass
+    data = running.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump({"version": running.version, **data}, sort_keys=False, allow_unicode=True)
+
+
 @router.post("/apply")
 def apply(body: ApplyRequest, request: Request) -> StreamingResponse:
     try:
         desired = parse_deployment(body.text, body.source)
     except DeploymentFileError as exc:
         raise InvalidRequestError("the deployment file is not valid; nothing was changed:\n" + str(exc)) from exc
-    return _run(_stack(request), desired)
+    return _run(_stack(request), desired, body.text)
 
 
 @router.post("/rollout")
 def rollout(request: Request) -> StreamingResponse:
     stack = _stack(request)
-    return _run(stack, stack.options.deployment)
+    return _run(stack, stack.options.deployment, stack.options.text)
 
 
-def _run(stack: LocalStack, desired: Deployment) -> StreamingResponse:
+def _run(stack: LocalStack, desired: Deployment, text: str | None) -> StreamingResponse:
     """Start the rollout in its own thread (one at a time) and stream its events as JSON lines."""
     if not stack.apply_lock.acquire(blocking=False):
         raise BusyError("another apply is still running on this stack; wait for it to finish")
@@ -86,6 +110,8 @@ def _run(stack: LocalStack, desired: Deployment) -> StreamingResponse:
     def work() -> None:
         try:
             ok = Rollout(stack, desired, events.put).run()
+            if ok:
+                stack.options = replace(stack.options, text=text)
             events.put({"event": "done", "ok": ok})
         except ApplyRefused as exc:
             events.put({"event": "done", "ok": False, "error": str(exc)})

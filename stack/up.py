@@ -55,6 +55,7 @@ class StackOptions:
     deployment: Deployment
     ready_timeout: float = 600.0
     log_level: str = "warning"
+    text: str | None = None  # the file's text, kept for GET /deployment (comments and all) while it matches
 
 
 def _die_with_parent() -> None:
@@ -143,11 +144,15 @@ class LocalStack:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self.children = self.prepare()
+            # Its port is taken now (it serves once the stack is ready), so the gateway can be told where
+            # it is: the console's Deployment panel applies through it.
+            control = ControlServer(create_control_app(self, self.auth), self.options.deployment.ports.gateway)
+            self.gateway().env["GATEWAY_CONTROL_URL"] = control.url
             for child in self.children:
                 self._start(child)
             if not self._wait_ready(self.workers()):
+                control.sock.close()
                 return 1
-            control = ControlServer(create_control_app(self, self.auth), self.options.deployment.ports.gateway)
             control.start()
             try:
                 self._print_banner()

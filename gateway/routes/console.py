@@ -2,7 +2,7 @@
 key, the recent requests of the usage log (``GET /admin/usage/recent``) and usage over time
 (``GET /admin/usage/series``); for any key, its own usage (``GET /usage/me``: totals, series and recent
 requests of the caller's key only; the admin key sees every key's). The model store's routes are in
-:mod:`gateway.routes.store`.
+:mod:`gateway.routes.store`, the running deployment's in :mod:`gateway.routes.deployment`.
 
 The pages and assets are open: they hold no data. Everything they show comes from the gateway's JSON
 API, called with the key the person signed in with, so the API's own guards decide what each key sees.
@@ -26,6 +26,7 @@ from gateway.access import guarded
 from gateway.console import STATIC
 from gateway.deps import GatewayState, StateDep
 from gateway.routes.admin import WINDOW_HELP, parse_moment
+from gateway.routes.deployment import router as deployment_router
 from gateway.routes.store import router as store_router
 from gateway.usage import newest_requests
 from gateway.usage_series import series, window
@@ -124,4 +125,5 @@ def install_console(app: FastAPI) -> None:
     app.include_router(pages)
     app.include_router(recent_router, dependencies=guarded(Role.ADMIN))
     app.include_router(store_router, dependencies=guarded(Role.ADMIN))
+    app.include_router(deployment_router, dependencies=guarded(Role.ADMIN))
     app.include_router(mine_router, dependencies=guarded(Role.USER))

@@ -7,8 +7,9 @@ replica with its recent p50/p95 latency and requests/s, and a killed worker turn
 reason; a pull of a real model folder from a local Hugging Face Hub (tests/helpers/hub.py, the stack's
 model registry pointed at it) shows its job's progress reach 100 % and the model appear, and a revision
 a worker serves is refused deletion while an unused one is deleted; the playground streams a real chat
-answer, compares two texts by embeddings and transcribes espeak-ng speech; a key created in the page
-works with the ``openai`` SDK and gets 401 after it is revoked in the page; the usage page shows a
+answer, compares two texts by embeddings and transcribes espeak-ng speech; the Models page's Deployment
+panel scales the embedding starter to two replicas through the running ``up``'s apply and back; a key
+created in the page works with the ``openai`` SDK and gets 401 after it is revoked in the page; the usage page shows a
 request just made, in its table and its charts; a user key sees the playground with its models only and
 its own usage; ``/docs`` and ``/redoc`` render. While the tests browse, every request the browser makes
 goes to the gateway: none to any other host.
@@ -196,6 +197,47 @@ def test_the_models_page_pulls_from_the_hub_with_progress_and_guards_served_revi
     page.locator(f"#store-models tr:has-text('{PULLED}')").wait_for(state="detached")
     models = {m["id"] for m in admin(stack, "GET", "/admin/store").json()["models"]}
     assert PULLED not in models and STARTER_EMBEDDING.model_id in models
+
+
+def apply_from_the_page(page: Any, model: str, replicas: int) -> str:
+    """Scale ``model`` in the Deployment panel and wait for the apply to finish; its progress text."""
+    page.fill(f"input[data-scale='{model}']", str(replicas))
+    page.click(f"button[data-scale-apply='{model}']")
+    page.wait_for_selector("#deploy-progress[data-done]", timeout=STEP_MS)
+    progress = page.inner_text("#deploy-progress")
+    assert page.get_attribute("#deploy-progress", "data-done") == "ok", progress
+    page.wait_for_selector(f"#deploy-models tr:has-text('{model}'):has-text('{replicas} running')")
+    return progress
+
+
+def test_the_deployment_panel_scales_a_model_through_apply_and_back(stack: RunningStack, browser: Browser) -> None:
+    """The cheapest model of the stack (the embedding starter) goes to two replicas from the page, rolled
+    out by the running ``up``: the plan and progress show, the new replica serves and shows on the
+    overview; then back to one, and it drains away."""
+    name = STARTER_EMBEDDING.model_id
+    page = signed_in(browser, "models")
+    page.wait_for_selector(f"#deploy-models tr:has-text('{name}'):has-text('1 running')")
+    running = page.input_value("#deploy-text")
+    assert f"gateway: {stack.gateway_url.rsplit(':', 1)[1]}" in running  # what runs: up's flags included
+    progress = apply_from_the_page(page, name, 2)
+    assert f"start {name} replica 1 (new replica)" in progress and f"ready {name} replica 1" in progress
+    assert progress.rstrip().endswith("Applied.")
+    assert "replicas: 2" in page.input_value("#deploy-text")
+    browser.shot(page, "models-deployment")
+
+    urls = [r["url"] for r in admin(stack, "GET", "/services").json()["data"] if r["model"] == name]
+    assert len(urls) == 2 and stack.embedding_url in urls
+    added = next(url for url in urls if url != stack.embedding_url)
+    overview = signed_in(browser, "overview")
+    overview.locator(f"#replicas tr:has-text('{added}'):has-text('{name}') span.ok:text('healthy')").wait_for()
+    with openai.OpenAI(base_url=stack.base_url, api_key=ADMIN_KEY, max_retries=0, timeout=60) as client:
+        assert len(client.embeddings.create(model=name, input=["a", "b", "c"]).data) == 3
+
+    progress = apply_from_the_page(page, name, 1)
+    assert f"stop {name} replica 1 (not in the file)" in progress and progress.rstrip().endswith("Applied.")
+    overview.locator(f"#replicas tr:has-text('{added}')").wait_for(state="detached")
+    assert [r["url"] for r in admin(stack, "GET", "/services").json()["data"] if r["model"] == name] \
+        == [stack.embedding_url]
 
 
 def test_playground_streams_a_real_chat_answer_and_runs_the_other_modalities(

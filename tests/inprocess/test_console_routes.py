@@ -51,11 +51,14 @@ async def test_console_page_and_assets_are_served_locally(tmp_path: Path) -> Non
         named = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
         modules = re.findall(r'"\./([\w-]+\.js)"', (STATIC / "app.js").read_text())
         assert "static/app.js" in named and {"overview.js", "keys.js", "usage.js", "playground.js"} <= set(modules)
-        for asset in named + [f"static/{m}" for m in modules]:
+        imported = re.findall(r'from "\./([\w/.-]+\.js)"', (STATIC / "models.js").read_text())
+        assert {"deployment.js", "vendor/js-yaml.js"} <= set(imported + re.findall(
+            r'from "\./([\w/.-]+\.js)"', (STATIC / "deployment.js").read_text()))
+        for asset in named + [f"static/{m}" for m in [*modules, "deployment.js", "vendor/js-yaml.js"]]:
             resp = await client.get(f"/ui/{asset}")
             assert resp.status_code == 200 and resp.content, asset
     # No file names a host: the SVG namespace is an identifier, location.origin is the gateway itself.
-    text = "".join(p.read_text() for p in STATIC.iterdir())
+    text = "".join(p.read_text() for p in STATIC.rglob("*") if p.is_file())
     assert "http" not in text.replace("http://www.w3.org/2000/svg", "").replace("${location.origin}", "")
 
 
@@ -101,4 +104,5 @@ async def test_store_route_says_when_the_model_registry_is_unset_or_unreachable(
 def test_wheel_package_data_carries_the_console() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["gateway.console"]
-    assert all(any(Path("static", p.name).match(pat) for pat in patterns) for p in STATIC.iterdir())
+    files = [p.relative_to(STATIC) for p in STATIC.rglob("*") if p.is_file()]
+    assert all(any(Path("static", p).match(pat) for pat in patterns) for p in files)

@@ -32,6 +32,25 @@ export async function api(path, { method = "GET", body, form } = {}) {
   return readAnswer(resp);
 }
 
+// POST JSON and hand each complete part of a streamed answer (parts end with ``separator``: "\n\n" for
+// server-sent events, "\n" for JSON lines) to onPart as it arrives; an error answer throws an ApiError.
+export async function postStream(path, body, separator, onPart) {
+  const resp = await fetch(path, {
+    method: "POST", headers: { ...authHeaders(), "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (!resp.ok) await readAnswer(resp);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    const parts = buffer.split(separator);
+    buffer = parts.pop();
+    for (const part of parts) onPart(part);
+  }
+}
+
 export async function readAnswer(resp) {
   const text = await resp.text();
   let data = text;

@@ -11,6 +11,7 @@ const PAGES = {
 };
 const ADMIN_PAGES = new Set(["overview", "models", "keys"]);  // a user key: playground and its own usage
 let stopPage = null;
+let routes = 0;  // route() calls so far
 const ctx = { role: null, auth: false };
 
 async function whoAmI() {
@@ -62,10 +63,16 @@ async function route() {
   for (const link of document.querySelectorAll("#nav a[data-page]")) {
     link.classList.toggle("active", link.dataset.page === name);
   }
+  // A hash change during sign-in starts a second route() while the first awaits its module: only the
+  // newest one draws, or the page would hold two copies of itself.
+  const mine = ++routes;
+  const module = await PAGES[name]();
+  if (mine !== routes) return;
   const element = document.getElementById("page");
   element.replaceChildren();
-  const module = await PAGES[name]();
-  stopPage = (await module.render(element, ctx)) || null;
+  const stop = (await module.render(element, ctx)) || null;
+  if (mine === routes) stopPage = stop;
+  else if (stop) stop();  // a newer route() took the page while this one drew
 }
 
 document.getElementById("sign-in-form").addEventListener("submit", (event) => {

@@ -1,7 +1,9 @@
 // Models (admin): what the model store holds and what serves it; pull from Hugging Face or import a folder
 // with the registry job's live progress; move an alias (roll back); delete a revision no worker serves.
 // Everything goes through the gateway's /admin/store routes, polled every 2 s while the page is open.
+// Below, the Deployment panel (deployment.js): scale, add and remove models through the running stack's apply.
 import { api, h, poll, table } from "./api.js";
+import { deploymentPanel } from "./deployment.js";
 
 const NUMERIC = new Set(["size MB", "files"]);
 const mb = (bytes) => (bytes / 1e6).toFixed(1);
@@ -103,7 +105,10 @@ export function render(element) {
     try { await call(); } catch (err) { problem.textContent = err.message; }
     await refresh();
   };
+  const deployment = deploymentPanel();
   element.append(h("h1", {}, "Models"), status, problem, ...jobForms(problem, refresh),
-    h("h2", {}, "Download and import jobs"), jobs, h("h2", {}, "In the store"), models, h("h2", {}, "Revisions"), revisions);
+    h("h2", {}, "Download and import jobs"), jobs, h("h2", {}, "In the store"), models, h("h2", {}, "Revisions"), revisions,
+    deployment.element);
+  deployment.load();
   return poll(refresh, 2000, (err) => { problem.textContent = `Could not refresh: ${err.message}`; });
 }

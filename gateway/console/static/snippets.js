@@ -1,6 +1,6 @@
 // What the playground panels share: model pickers for the key's models, the request shown as curl and
 // as OpenAI SDK code, and the SSE reader for streamed chat answers.
-import { authHeaders, h, readAnswer } from "./api.js";
+import { h, postStream } from "./api.js";
 
 export const BASE = `${location.origin}/v1`;
 
@@ -31,26 +31,13 @@ export function codeBlocks(curl, python) {
 
 // The SSE stream of /v1/chat/completions, read chunk by chunk; each delta is appended as it arrives.
 export async function streamChat(body, onDelta) {
-  const resp = await fetch("/v1/chat/completions", {
-    method: "POST", headers: { ...authHeaders(), "content-type": "application/json" }, body: JSON.stringify(body),
+  await postStream("/v1/chat/completions", body, "\n\n", (event) => {
+    const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+    if (!data || data === "[DONE]") return;
+    const chunk = JSON.parse(data);
+    if (chunk.error) throw new Error(chunk.error.message);
+    onDelta(chunk.choices?.[0]?.delta?.content || "", chunk.usage);
   });
-  if (!resp.ok) return readAnswer(resp);
-  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    const events = buffer.split("\n\n");
-    buffer = events.pop();
-    for (const event of events) {
-      const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
-      if (!data || data === "[DONE]") continue;
-      const chunk = JSON.parse(data);
-      if (chunk.error) throw new Error(chunk.error.message);
-      onDelta(chunk.choices?.[0]?.delta?.content || "", chunk.usage);
-    }
-  }
 }
 
 // Stream a chat answer into ``answer``, with tokens and time to first token in ``stats``.
