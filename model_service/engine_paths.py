@@ -23,8 +23,13 @@ FLAVOURS = ("cpu", "cuda")
 
 
 def engines_home() -> Path:
-    """``$MODEL_SERVICE_HOME/engines`` or ``~/.cache/model-service/engines`` (same home rule as
-    ``common.settings.service_home``, not imported so this module needs no pydantic)."""
+    """``$MODEL_SERVICE_ENGINES``, else ``$MODEL_SERVICE_HOME/engines`` or ``~/.cache/model-service/engines``
+    (same home rule as ``common.settings.service_home``, not imported so this module needs no pydantic).
+    The image sets ``MODEL_SERVICE_ENGINES`` to a folder of its own: the home is a volume there, which
+    would hide engines built into the image."""
+    engines = os.environ.get("MODEL_SERVICE_ENGINES")
+    if engines:
+        return Path(engines).expanduser()
     home = os.environ.get("MODEL_SERVICE_HOME")
     root = Path(home).expanduser() if home else Path.home() / ".cache" / "model-service"
     return root / "engines"

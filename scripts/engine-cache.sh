@@ -3,7 +3,7 @@
 #   engine_args NAME DEFAULT_FLAVOUR "$@"   sets FLAVOUR (cpu|cuda) and PRINT_ONLY (0|1)
 #   engine_lock DIR                         one build per machine at a time (waits for the other)
 
-ENGINES_HOME="${MODEL_SERVICE_HOME:-$HOME/.cache/model-service}/engines"
+ENGINES_HOME="${MODEL_SERVICE_ENGINES:-${MODEL_SERVICE_HOME:-$HOME/.cache/model-service}/engines}"
 
 engine_args() {
   local name=$1 arg

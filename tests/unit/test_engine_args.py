@@ -126,3 +126,7 @@ def test_scripts_cache_where_the_python_path_rule_says(monkeypatch, tmp_path, sc
                          capture_output=True, text=True, check=True, timeout=30)
     assert out.stdout.strip() == str(expected())
     assert not (tmp_path / "engines").exists()
+    monkeypatch.setenv("MODEL_SERVICE_ENGINES", str(tmp_path / "image-engines"))  # the image's own folder
+    out = subprocess.run(["bash", str(REPO / "scripts" / script), flavour_arg, "--print-path"],
+                         capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.strip() == str(expected()) and str(expected()).startswith(str(tmp_path / "image-engines"))
