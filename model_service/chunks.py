@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.protocol import (
+from common.responses import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -19,7 +19,7 @@ from common.protocol import (
     TopLogprob,
     Usage,
 )
-from common.protocol import TokenLogprob as WireLogprob
+from common.responses import TokenLogprob as WireLogprob
 from model_service.engines.base import SampledToken
 from model_service.generation import ChoiceResult
 from model_service.tools import OutputPlan, tool_calls

@@ -14,13 +14,12 @@ from common.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
-    ModelCard,
-    ModelList,
     RerankRequest,
     openapi_audio_body,
     openapi_json_body,
 )
 from common.records import CAPABILITIES
+from common.responses import ModelCard, ModelList
 from gateway.circuit import Circuit
 from gateway.deps import StateDep
 from gateway.proxy import forward

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Request
 
 from common.errors import InvalidRequestError
 from common.metrics import started_at
-from common.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage, TextPart, Usage, new_id, now
+from common.protocol import ChatCompletionRequest, ChatMessage, TextPart, new_id, now
+from common.responses import ChatCompletion, Usage
 from common.streaming import cancel_on_disconnect
 from model_service.chunks import ChatChunks, chat_completion
 from model_service.deps import EngineDep, WorkerDep, check_request

@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from common.metrics import started_at
-from common.protocol import Completion, CompletionRequest, Usage, new_id, now
+from common.protocol import CompletionRequest, new_id, now
+from common.responses import Completion, Usage
 from common.streaming import cancel_on_disconnect
 from model_service.chunks import CompletionChunks, completion
 from model_service.deps import EngineDep, WorkerDep, check_request

@@ -8,7 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from common.errors import InvalidRequestError
-from common.protocol import EmbeddingRequest, EmbeddingResponse
+from common.protocol import EmbeddingRequest
+from common.responses import EmbeddingResponse
 from common.streaming import cancel_on_disconnect
 from model_service.deps import EngineDep, WorkerDep, check_request
 from model_service.token_inputs import texts_of_tokens

@@ -12,8 +12,8 @@ from fastapi import APIRouter
 
 from common.errors import ModelNotFoundError
 from common.gpu import collect_gpu_stats
-from common.protocol import ModelCard, ModelList
 from common.records import CAPABILITIES, GPUStats, WorkerHealth
+from common.responses import ModelCard, ModelList
 from model_service.deps import WorkerDep
 from model_service.worker import Worker
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from common.errors import InvalidRequestError
-from common.protocol import RerankRequest, RerankResponse, RerankResult, Usage
+from common.protocol import RerankRequest
+from common.responses import RerankResponse, RerankResult, Usage
 from common.streaming import cancel_on_disconnect
 from model_service.deps import EngineDep, WorkerDep, check_request
 

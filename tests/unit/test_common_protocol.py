@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from common.protocol import (
-    SSE_DONE,
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ImagePart,
-    Usage,
-    sse,
-)
+from common.protocol import SSE_DONE, ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ImagePart, sse
+from common.responses import Usage
 
 
 def chat(**kw):

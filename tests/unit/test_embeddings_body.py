@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.protocol import EmbeddingData, EmbeddingResponse, Usage
+from common.responses import EmbeddingData, EmbeddingResponse, Usage
 from model_service.vectors import embeddings_body, shorten, to_base64
 
 

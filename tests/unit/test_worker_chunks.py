@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.protocol import Usage
+from common.responses import Usage
 from model_service.chunks import ChatChunks, CompletionChunks, chat_completion, completion
 from model_service.engines.base import SampledToken
 from model_service.generation import ChoiceResult
