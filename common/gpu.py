@@ -71,3 +71,18 @@ def collect_gpu_stats(indices: list[int] | None = None) -> GPUStats:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def gpu_count() -> int | None:
+    """How many GPUs NVML sees (0 with a driver and no GPU), or None without a driver or the library:
+    a quick count for choices made at start-up, without reading every GPU as ``collect_gpu_stats`` does."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver, no library: unknown
+        return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.gpu import gpu_count
 from stack.deployment import GATEWAY_DEFAULT_KIND, Deployment, ModelSpec, replica_ports, service_ports
 
 if TYPE_CHECKING:
@@ -92,17 +93,9 @@ def gpu_assignment(d: Deployment, available: int | None) -> dict[tuple[int, int]
     return out
 
 
-def gpu_count() -> int | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no library: the count is unknown, the workers say the rest
-        return None
+def local_gpu_assignment(d: Deployment) -> dict[tuple[int, int], list[int]]:
+    """``gpu_assignment`` on this machine (``up`` and ``apply``): NVML is asked only when a model wants a GPU."""
+    return gpu_assignment(d, gpu_count()) if any(m.placement.uses_gpu for m in d.models) else {}
 
 
 def advertise_host(host: str) -> str:

@@ -39,8 +39,7 @@ from stack.plan import (
     Planner,
     advertise_host,
     any_free_port,
-    gpu_assignment,
-    gpu_count,
+    local_gpu_assignment,
     port_problem,
     write_prometheus_targets,
 )
@@ -131,7 +130,7 @@ class Rollout:
             raise ApplyRefused("this needs a restart of 'up': " + "; ".join(refused))
         d = self.desired
         revisions = ensure_in_store(d) if any(m.engine != "fake" for m in d.models) else {}
-        gpus = gpu_assignment(d, gpu_count()) if any(m.placement.uses_gpu for m in d.models) else {}
+        gpus = local_gpu_assignment(d)
         planned = Planner(d, revisions, self.stack.options.log_level, gpus).workers()
         return diff(self.stack.workers(), planned), {(c.model, c.replica): c for c in planned}
 

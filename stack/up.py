@@ -38,8 +38,7 @@ from stack.plan import (
     PlanError,
     Planner,
     environment,
-    gpu_assignment,
-    gpu_count,
+    local_gpu_assignment,
     taken_ports,
     write_prometheus_targets,
 )
@@ -126,7 +125,7 @@ class LocalStack:
         taken = taken_ports(d)
         if taken:
             raise PlanError("\n".join(taken))
-        gpus = gpu_assignment(d, gpu_count()) if any(m.placement.uses_gpu for m in d.models) else {}
+        gpus = local_gpu_assignment(d)
         self.auth = AuthSettings()  # a bad key setup stops here, before any child starts
         revisions: dict[str, str] = {}
         if any(m.engine != "fake" for m in d.models):

@@ -105,16 +105,9 @@ def _vllm_gpu_ready() -> bool:
 
     if os.environ.get("MODEL_SERVICE_AUTO_VLLM", "1") == "0" or find_vllm_python("cuda") is None:
         return False
-    try:
-        import pynvml
+    from common.gpu import gpu_count
 
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver, no library: no CUDA here
-        return False
+    return (gpu_count() or 0) > 0
 
 
 def _is_gguf(model_path: str) -> bool:
