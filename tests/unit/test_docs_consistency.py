@@ -11,6 +11,7 @@ real CLI parser, so a renamed or removed flag fails here.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import re
 import shlex
@@ -38,25 +39,35 @@ def docs_text() -> str:
     return "\n".join(path.read_text() for path in doc_files())
 
 
-def code_files() -> Iterator[Path]:
+@functools.cache
+def code_text() -> str:
+    """Every project file outside the docs and tests that can name a variable, flag or port, read once."""
     skip = {".git", ".venv", "docs", "tests", "wheelhouse", "node_modules", "__pycache__"}
+    texts = []
     for path in ROOT.rglob("*"):
         parts = set(path.relative_to(ROOT).parts)
         if parts & skip or any(p.endswith(".egg-info") for p in parts) or not path.is_file():
             continue
         if path.suffix in CODE_SUFFIXES or path.name in CODE_NAMES:
-            yield path
+            texts.append(path.read_text(errors="replace"))
+    return "\n".join(texts)
 
 
-def settings_env_names() -> dict[str, set[str]]:
-    """Each settings field's environment names (prefix + field, and its aliases), keyed by class.field."""
+def settings_classes() -> Iterator[type[BaseSettings]]:
+    """Every settings class the services define, base classes included."""
     for module in SETTINGS_MODULES:
         importlib.import_module(module)
-    names: dict[str, set[str]] = {}
     stack = list(BaseSettings.__subclasses__())
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
+        yield cls
+
+
+def settings_env_names() -> dict[str, set[str]]:
+    """Each settings field's environment names (prefix + field, and its aliases), keyed by class.field."""
+    names: dict[str, set[str]] = {}
+    for cls in settings_classes():
         prefix = cls.model_config.get("env_prefix", "")
         if not prefix:  # a base class: its fields are read under each subclass's prefix
             continue
@@ -82,7 +93,7 @@ def test_every_code_block_says_whether_a_test_runs_it() -> None:
 
 def test_every_variable_the_docs_name_exists() -> None:
     known = set().union(*settings_env_names().values())
-    code = "\n".join(p.read_text(errors="replace") for p in code_files())
+    code = code_text()
     named = set(VAR.findall(docs_text()))
     missing = sorted(name for name in named if name not in known and not re.search(rf"\b{name}\b", code))
     assert not missing, f"the docs name variables no settings class or project file reads: {missing}"
@@ -138,27 +149,15 @@ def test_every_model_service_command_in_the_docs_parses(path: Path) -> None:
 
 
 def test_every_port_the_docs_name_is_a_port_the_code_uses() -> None:
-    code = "\n".join(p.read_text(errors="replace") for p in code_files())
+    code = code_text()
     text = docs_text()
     named = {int(p) for p in re.findall(r"(?:localhost|127\.0\.0\.1|[a-z-]+):(\d{4,5})\b", text)}
     named |= {int(p) for p in re.findall(r"\bports? (\d{4,5})\b", text)}
     unknown = sorted(p for p in named if not re.search(rf"\b{p}\b", code))
     assert not unknown, f"the docs name ports nothing in the code uses: {unknown}"
-    defaults = {field.default for field in _port_fields()}
+    defaults = {cls.model_fields["port"].default for cls in settings_classes() if "port" in cls.model_fields}
     undocumented = sorted(p for p in defaults if not re.search(rf"\b{p}\b", text))
     assert not undocumented, f"default ports the docs never name: {undocumented}"
-
-
-def _port_fields() -> list:
-    settings_env_names()  # imports the settings modules
-    fields = []
-    stack = list(BaseSettings.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        if "port" in cls.model_fields and cls.__module__.split(".")[0] != "pydantic_settings":
-            fields.append(cls.model_fields["port"])
-    return fields
 
 
 def _all_model_service_flags() -> set[str]:
@@ -177,7 +176,7 @@ def test_every_flag_the_docs_name_in_text_exists() -> None:
     inline = re.sub(r"^```.*?^```", "", docs_text(), flags=re.M | re.S)
     named = {flag for span in re.findall(r"`([^`\n]+)`", inline)
              for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", span)}
-    code = "\n".join(p.read_text(errors="replace") for p in code_files())
+    code = code_text()
     ours = _all_model_service_flags()
     unknown = sorted(flag for flag in named - OTHER_TOOLS_FLAGS.keys()
                      if flag not in ours and not re.search(rf"""["'\s]{re.escape(flag)}\b""", code))
