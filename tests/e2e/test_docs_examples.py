@@ -8,10 +8,11 @@ the reason (tests/helpers/doc_blocks.py); tests/unit/test_docs_consistency.py fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from tests.helpers.doc_blocks import Block, all_blocks
 from tests.helpers.polling import eventually_sync
 from tests.helpers.ports import free_ports
+from tests.helpers.processes import process
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +39,13 @@ def retarget(code: str, gateway_url: str) -> str:
     return re.sub(r"(?:http://)?(?:127\.0\.0\.1|localhost):8080", gateway_url, code)
 
 
+# Keys are off on the test stacks: any key (or none) is let through.
+NO_KEYS = {"MODEL_SERVICE_ADMIN_KEY": "", "MODEL_SERVICE_SERVICE_TOKEN": ""}
+
+
 def block_env(gateway_url: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "MODEL_SERVICE_GATEWAY_URL": gateway_url,
-            # keys are off on the test stack: any key (or none) is let through
-            "MODEL_SERVICE_ADMIN_KEY": "", "MODEL_SERVICE_SERVICE_TOKEN": ""}
+            **NO_KEYS}
 
 
 @pytest.mark.parametrize("block", RUN, ids=lambda b: b.where)
@@ -70,13 +75,11 @@ def test_doc_servers_block_serves(block: Block, tmp_path: Path) -> None:
     def move(command: str) -> str:
         return re.sub(r"(--port |:)(\d{4,5})\b", lambda m: f"{m.group(1)}{moved[int(m.group(2))]}", command)
 
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    with contextlib.ExitStack() as running:  # each server in its own process group, stopped on exit
         for i, command in enumerate(commands):
-            with open(tmp_path / f"server-{i}.log", "wb") as log:
-                procs.append(subprocess.Popen(["bash", "-c", f"exec {move(command)}"], stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True,
-                                              env=block_env("")))
+            program, *argv = shlex.split(move(command))
+            assert program == "model-service", f"{block.where}: a servers block runs model-service commands"
+            running.enter_context(process(argv, NO_KEYS, tmp_path / f"server-{i}.log"))
         for port in moved.values():
             eventually_sync(lambda p=port: _healthy(p), f"port {port} healthy", within_s=60.0, every_s=0.2)
         if 8080 in moved:  # a gateway among them: it must route to the workers the block started
@@ -85,16 +88,6 @@ def test_doc_servers_block_serves(block: Block, tmp_path: Path) -> None:
             served = eventually_sync(lambda: _replicas(gateway) >= len(workers) and _replicas(gateway),
                                      "the gateway sees every worker", within_s=30.0, every_s=0.2)
             assert served == len(workers)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def _healthy(port: int) -> bool:
