@@ -23,6 +23,7 @@ from starlette.background import BackgroundTask
 from common.errors import NotFoundError, ServiceUnavailableError
 from common.probes import describe
 from gateway.deps import GatewayState, StateDep
+from gateway.routes.store import caller_key
 
 router = APIRouter(tags=["admin"])
 # An apply waits for models to load and replicas to drain: no read timeout on its progress stream.
@@ -50,17 +51,13 @@ def control_base(state: GatewayState) -> str:
     return base.rstrip("/")
 
 
-def _caller(request: Request) -> dict[str, str]:
-    return {"authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
-
-
 @router.get("/admin/deployment", response_model=None)
 async def running_deployment(request: Request, state: StateDep) -> dict[str, Any] | Response:
     """The running deployment file's text and workers (``configured: false`` without a control endpoint)."""
     if not state.settings.control_url:
         return {"configured": False, "message": NOT_CONFIGURED}
     answer = await _send(state, state.client.build_request("GET", f"{control_base(state)}/deployment",
-                                                           headers=_caller(request), timeout=10.0))
+                                                           headers=caller_key(request), timeout=10.0))
     if answer.status_code != 200:
         return Response(answer.content, status_code=answer.status_code, media_type="application/json")
     return {"configured": True, **answer.json()}
@@ -71,7 +68,7 @@ async def running_deployment(request: Request, state: StateDep) -> dict[str, Any
 async def apply(body: ApplyBody, request: Request, state: StateDep) -> Response:
     """Apply a changed file, rolling; the plan, then each replica's progress, then ``done``, as JSON lines."""
     outgoing = state.client.build_request("POST", f"{control_base(state)}/apply", json=body.model_dump(),
-                                          headers=_caller(request), timeout=APPLY_TIMEOUT)
+                                          headers=caller_key(request), timeout=APPLY_TIMEOUT)
     answer = await _send(state, outgoing, stream=True)
     if answer.status_code >= 400:
         content = await answer.aread()
