@@ -20,7 +20,6 @@ Writes JSON, a markdown table and a PNG plot. Figures, not pass/fail: never a CI
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -76,8 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip", default="",
                    help="comma-separated parts to skip: chat,embeddings,onnx,gateway,ceilings,infinity,litellm")
     p.add_argument("--engines", default="",
-                   help="the engines table (scripts/bench_engines.py): comma-separated setups of "
-                        "transformers-auto,transformers-fp32,transformers-bf16,vllm,vllm-bare,llamacpp")
+                   help="the engines table (scripts/bench_engines.py): comma-separated groups of setups "
+                        "(transformers-auto,transformers-fp32,transformers-bf16,vllm,vllm-bare,llamacpp); "
+                        "setups joined by + run side by side and are measured interleaved")
     p.add_argument("--engine-levels", default="1,8,32", help="stream counts for the engines table")
     p.add_argument("--engine-gpus", default="", help="GPU list for the engines (e.g. 0); empty: the CPU")
     p.add_argument("--vllm-eager", action="store_true",
@@ -90,7 +90,7 @@ def sweep(label: str, one: Any, levels: list[int], per_client: int) -> list[dict
     rows = []
     with tqdm(total=sum(levels) * per_client, desc=label, unit="req") as bar:
         for level in levels:
-            rows.append(asyncio.run(bl.sweep_level(one, level, per_client, bar)))
+            rows.append(bl.sweep_level(one, level, per_client, bar))
     return rows
 
 
@@ -101,7 +101,7 @@ def interleaved(label: str, targets: dict[str, Any], levels: list[int], per_clie
     names = list(targets)
     out: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for name in names:  # warm-up, not counted: first connections, lazy imports, first batch
-        asyncio.run(bl.run_level(targets[name], 4, 2, tqdm(disable=True)))
+        bl.run_level(targets[name], 4, 2, tqdm(disable=True))
     total = sum(per_client(c) * c for c in levels) * len(names) * rounds
     with tqdm(total=total, desc=label, unit="req") as bar:
         for level in levels:
@@ -110,7 +110,7 @@ def interleaved(label: str, targets: dict[str, Any], levels: list[int], per_clie
             rates: dict[str, list[float | None]] = {n: [] for n in names}
             for r in range(rounds):
                 for name in names[r % len(names):] + names[:r % len(names)]:
-                    samples = asyncio.run(bl.run_level(targets[name], level, per_client(level), bar))
+                    samples = bl.run_level(targets[name], level, per_client(level), bar)
                     wall = bl.wall_of(samples)
                     pooled[name] += samples
                     walls[name].append(wall)
@@ -216,7 +216,7 @@ def measure(args: argparse.Namespace, urls: dict[str, str], levels: list[int]) -
     if "chat" not in args.skip:
         chat = partial(bl.chat_once, model=args.chat_model, max_tokens=args.max_tokens)
         bl_chat = partial(bl.chat_once, model=f"{args.chat_model}-one", max_tokens=args.max_tokens)
-        asyncio.run(bl.sweep_level(lambda c: chat(c, gw), 1, 1, tqdm(disable=True)))  # warm-up
+        bl.sweep_level(lambda c: chat(c, gw), 1, 1, tqdm(disable=True))  # warm-up
         res["chat_gateway"] = sweep("chat via gateway", lambda c: chat(c, gw), levels, args.chat_per_client)
         if "llm_one" in urls:
             res["chat_one_at_a_time"] = sweep("chat one-at-a-time", lambda c: bl_chat(c, urls["llm_one"]),

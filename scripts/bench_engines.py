@@ -1,10 +1,12 @@
 """The engines table of ``scripts/bench.py --engines``: one chat model on each engine, direct and via the gateway.
 
-Each engine in turn (never two at once: they would share the cores, and vLLM alone holds ~5 GB on a
-CPU) gets a worker on the starter chat model (its Hugging Face folder; the GGUF for llama.cpp) and a
-gateway in front of it. At each concurrency level the worker direct and the gateway are measured in
-turn (interleaved rounds, as the other parts of bench.py), streamed, temperature 0, with the output
-tok/s, TTFT p95 and the load average of the level. ``vllm-bare`` is vLLM's own server alone, started
+Each setup gets a worker on the starter chat model (its Hugging Face folder; the GGUF for llama.cpp)
+and a gateway in front of it. Setups joined with ``+`` run side by side and are measured together:
+at each concurrency level every worker direct and every gateway in turn (interleaved rounds, as the
+other parts of bench.py), so ratios between them (the issue's "best engine vs today's default") do
+not depend on when each ran. Comma-separated groups run one after another (vLLM alone holds ~5 GB on
+a CPU). Streamed, temperature 0, with the output tok/s, TTFT p95, the load average of the level and
+what the worker resolved ``auto`` to (its ``/health``). ``vllm-bare`` is vLLM's own server alone, started
 with the same arguments the worker gives it, so the worker's and gateway's cost on top of vLLM reads
 off one run. On a CUDA host ``--engine-gpus 0`` puts the engines on that GPU
 (``scripts/bench_gpu_engines.sh``).
@@ -84,24 +86,55 @@ def bare_vllm_argv(env: dict[str, str], port: int, model: str) -> tuple[list[str
 
 def measure_engines(args: Any, servers: bl.Servers, free_port: Callable[[], int],
                     interleaved: Callable[..., dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    """``{setup: {"direct": rows, "gateway": rows}}`` (``vllm-bare``: ``{"bare": rows}``), one setup at a time."""
+    """``{setup: {"direct": rows, "gateway": rows}}`` (``vllm-bare``: ``{"bare": rows}``).
+
+    ``args.engines`` is a comma-separated list of groups; setups joined by ``+`` form one group, which
+    runs side by side and is measured interleaved (every target in turn, order rotated per round), so
+    their ratios hold even when the machine's load drifts. Groups run one after another (vLLM alone
+    holds ~5 GB and its own threads: give it a group of its own)."""
     levels = [int(x) for x in args.engine_levels.split(",") if x]
     out: dict[str, Any] = {}
-    for name in [n for n in args.engines.split(",") if n]:
-        env = engine_env(name, gpus=args.engine_gpus, slots=max(levels), eager=args.vllm_eager)
-        model = f"{args.chat_model}-{name}"
+    for group in engine_groups(args.engines):
+        envs = {name: engine_env(name, gpus=args.engine_gpus, slots=max(levels), eager=args.vllm_eager)
+                for name in group}
         try:
-            targets = _start(name, env, model, servers, free_port)
-            runs = {kind: partial(bl.chat_once, base=url, model=model, max_tokens=args.max_tokens)
-                    for kind, url in targets.items()}
-            out[name] = {"env": env, **interleaved(f"engine {name}", runs, levels, lambda _: args.chat_per_client,
-                                                   args.rounds)}
-        except Exception as exc:  # one engine missing (no vLLM venv, no llama-server) leaves the others
-            out[name] = {"env": env, "error": f"{type(exc).__name__}: {exc}"}
-            args.peers.note(f"engine {name} not measured: {exc}")
+            started = {name: _start(name, env, f"{args.chat_model}-{name}", servers, free_port)
+                       for name, env in envs.items()}
+            runs = {f"{name} {kind}": partial(bl.chat_once, base=url, model=f"{args.chat_model}-{name}",
+                                              max_tokens=args.max_tokens)
+                    for name, targets in started.items() for kind, url in targets.items()}
+            rows = interleaved(f"engines {'+'.join(group)}", runs, levels, lambda _: args.chat_per_client,
+                               args.rounds)
+            for name, targets in started.items():
+                out[name] = {"env": envs[name], "resolved": resolved(targets),
+                             **{kind: rows[f"{name} {kind}"] for kind in targets}}
+        except Exception as exc:  # one engine missing (no vLLM venv, no llama-server) leaves the other groups
+            for name in group:
+                out[name] = {"env": envs.get(name), "error": f"{type(exc).__name__}: {exc}"}
+            args.peers.note(f"engines {'+'.join(group)} not measured: {exc}")
         finally:
             servers.stop()
     return out
+
+
+def engine_groups(spec: str) -> list[list[str]]:
+    """``"a+b,c"`` -> ``[["a", "b"], ["c"]]``; an unknown setup fails before anything starts."""
+    groups = [[n for n in part.split("+") if n] for part in spec.split(",")]
+    for name in (n for g in groups for n in g):
+        if name not in ENGINES:
+            raise ValueError(f"unknown engine setup {name!r}; one of {', '.join(ENGINES)}")
+    return [g for g in groups if g]
+
+
+def resolved(targets: dict[str, str]) -> dict[str, Any] | None:
+    """What the worker resolved ``auto`` to (engine, device, dtype), from its ``/health``: the row's
+    settings say what was asked, this says what ran."""
+    import httpx
+
+    if "direct" not in targets:
+        return None
+    health = httpx.get(f"{targets['direct']}/health", timeout=10).json()
+    return {k: health.get(k) for k in ("engine", "device", "dtype")}
 
 
 def _start(name: str, env: dict[str, str], model: str, servers: bl.Servers,
@@ -135,6 +168,8 @@ def engines_markdown(engines: dict[str, Any]) -> str:
             if not rows:
                 continue
             rates = " / ".join(f"{r['concurrency']}: {r['output_tokens_per_s']}" for r in rows)
-            lines.append(f"| {name} | {kind} | {rates} | {rows[-1]['ttft_p95_ms']} | "
+            ran = result.get("resolved") or {}
+            label = f"{name} ({ran.get('engine')}, {ran.get('dtype')})" if ran.get("dtype") else name
+            lines.append(f"| {label} | {kind} | {rates} | {rows[-1]['ttft_p95_ms']} | "
                          f"{' / '.join(str(r['load_avg_1m']) for r in rows)} |")
     return "\n".join(lines) + "\n"

@@ -64,3 +64,17 @@ def test_gpu_script_without_a_gpu_says_so() -> None:
     out = subprocess.run(["bash", str(REPO / "scripts/bench_gpu_engines.sh")], capture_output=True, text=True,
                          timeout=30, env=env)
     assert out.returncode == 2 and "no CUDA GPU here" in out.stderr
+
+
+def test_setups_joined_by_plus_form_one_group_and_unknown_ones_fail_first() -> None:
+    assert bench_engines.engine_groups("transformers-auto+llamacpp,vllm,,") == [
+        ["transformers-auto", "llamacpp"], ["vllm"]]
+    with pytest.raises(ValueError, match="unknown engine setup 'ollama'"):
+        bench_engines.engine_groups("llamacpp+ollama")
+
+
+def test_the_table_names_what_auto_resolved_to() -> None:
+    row = {"concurrency": 32, "output_tokens_per_s": 200.0, "ttft_p95_ms": 900.0, "load_avg_1m": 2.0}
+    table = bench_engines.engines_markdown({"transformers-auto": {
+        "resolved": {"engine": "transformers", "device": "cpu", "dtype": "bfloat16"}, "direct": [row]}})
+    assert "| transformers-auto (transformers, bfloat16) | direct | 32: 200.0 | 900.0 | 2.0 |" in table
