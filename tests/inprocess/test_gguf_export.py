@@ -5,7 +5,6 @@ converted, nothing stored when the converter fails, and the export asked for fro
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 
 from common.errors import InvalidRequestError
 from model_registry.catalog import Catalog, file_key
-from model_registry.cli import add_models_commands
 from model_registry.errors import ChecksumError, GgufConversionError
 from model_registry.fetch import fetch_model
 from model_registry.sources.folder import import_folder
@@ -23,7 +21,7 @@ from model_registry.sources.gguf_export import export_gguf, gguf_revision
 from model_registry.storage import file_sha256, open_storage
 from model_service.engines import engine_name
 from tests.helpers.gguf import MODEL_ID, GgufExports
-from tests.helpers.model_registry import registry_client, wait_job
+from tests.helpers.model_registry import check_export_route, flipped_byte, registry_client, run_models_cli, use_store
 
 
 @pytest.fixture
@@ -99,42 +97,24 @@ def test_a_converter_failure_names_its_reason_and_stores_nothing(smollm_path: Pa
 def test_a_corrupted_export_is_refused_on_fetch(gguf_exports: GgufExports, catalog: Catalog, tmp_path: Path) -> None:
     revision = gguf_exports.revisions["q8_0"]
     name = gguf_exports.files["q8_0"].name
-    key = file_key(MODEL_ID, revision, name)
-    original = catalog.store.get_bytes(key)
-    middle = len(original) // 2
-    catalog.store.put_bytes(key, original[:middle] + bytes([original[middle] ^ 0x01]) + original[middle + 1:])
-    try:
-        with pytest.raises(ChecksumError, match=rf"file '{name}'"):
-            fetch_model(catalog.store, MODEL_ID, revision, tmp_path / "cache")
-    finally:
-        catalog.store.put_bytes(key, original)
+    with flipped_byte(catalog.store, file_key(MODEL_ID, revision, name)), \
+            pytest.raises(ChecksumError, match=rf"file '{name}'"):
+        fetch_model(catalog.store, MODEL_ID, revision, tmp_path / "cache")
 
 
 def test_cli_export_gguf_prints_the_revision(gguf_exports: GgufExports, monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("MODEL_REGISTRY_STORAGE_BACKEND", "local")
-    monkeypatch.setenv("MODEL_REGISTRY_LOCAL_ROOT", str(gguf_exports.settings.local_root))
-    parser = argparse.ArgumentParser(prog="model-service")
-    add_models_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["export-gguf", MODEL_ID, "--type", "q8_0"])
-    assert args.func(args) == 0
-    assert f"MODEL_REVISION={gguf_exports.revisions['q8_0']}" in capsys.readouterr().out
-    args = parser.parse_args(["export-gguf", MODEL_ID, "--revision", gguf_exports.revisions["q8_0"]])
-    assert args.func(args) == 1 and "already a GGUF file" in capsys.readouterr().err
+    use_store(monkeypatch, gguf_exports.settings, tmp_path)
+    code, out, _ = run_models_cli(capsys, "export-gguf", MODEL_ID, "--type", "q8_0")
+    assert code == 0 and f"MODEL_REVISION={gguf_exports.revisions['q8_0']}" in out
+    code, _, err = run_models_cli(capsys, "export-gguf", MODEL_ID, "--revision", gguf_exports.revisions["q8_0"])
+    assert code == 1 and "already a GGUF file" in err
 
 
 async def test_http_export_job(gguf_exports: GgufExports) -> None:
     async with registry_client(gguf_exports.settings) as (_, client):
-        resp = await client.post(f"/models/{MODEL_ID}/export-gguf", json={"outtype": "q8_0"})
-        assert resp.status_code == 202, resp.text
-        job = await wait_job(client, resp.json()["id"])
-        assert job["state"] == "done" and job["kind"] == "gguf-export", job
-        assert job["resolved_revision"] == gguf_exports.revisions["q8_0"]
-        resp = await client.post(f"/models/{MODEL_ID}/export-gguf", json={"outtype": "q4_k"})
-        assert resp.status_code in (400, 422) and resp.json()["error"]["param"]
+        await check_export_route(client, MODEL_ID, "export-gguf", {"outtype": "q8_0"}, {"outtype": "q4_k"},
+                                 gguf_exports.revisions["q8_0"])
         resp = await client.post(f"/models/{MODEL_ID}/export-gguf",
                                  json={"revision": gguf_exports.revisions["q8_0"]})
         assert resp.status_code == 400 and "already a GGUF file" in resp.json()["error"]["message"]
-        resp = await client.post("/models/org/missing/export-gguf", json={})
-        assert resp.status_code == 404
