@@ -43,13 +43,14 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
 
 # Engine servers built into the image (docs/engines.md), in a folder of their own (/data is a volume):
 #   --build-arg ENGINES=vllm                     the vLLM venv, CUDA flavour: the GPU image
-#   --build-arg ENGINES=llamacpp --build-arg ENGINE_FLAVOUR=cpu   llama-server compiled from its PyPI sdist
+#   --build-arg ENGINES=llamacpp --build-arg ENGINE_FLAVOUR=cpu   llama-server compiled from its PyPI sdist,
+#                                                with its GGUF converter (models export-gguf) beside it
 #   --build-arg ENGINES=vllm,llamacpp            both (a CUDA llama-server needs a BASE_IMAGE with nvcc)
 # The same scripts as `make vllm-venv` / `make llama-server`; empty (the default) builds neither.
 ARG ENGINES=
 ARG ENGINE_FLAVOUR=cuda
 ENV MODEL_SERVICE_ENGINES=/opt/engines
-COPY scripts/engine-cache.sh scripts/vllm-venv.sh scripts/build-llama-server.sh scripts/
+COPY scripts/engine-cache.sh scripts/vllm-venv.sh scripts/build-llama-server.sh scripts/llama-convert.sh scripts/
 RUN set -eu; \
     case ",$ENGINES," in *,vllm,*) VLLM_FLAVOUR=$ENGINE_FLAVOUR bash scripts/vllm-venv.sh ;; esac; \
     case ",$ENGINES," in *,llamacpp,*) LLAMA_SERVER_FLAVOUR=$ENGINE_FLAVOUR bash scripts/build-llama-server.sh ;; esac

@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 
 # Engine servers, cached outside the repository under $MODEL_SERVICE_HOME/engines (docs/engines.md).
 # Each prints its path; a second run returns at once. LLAMA_SERVER_FLAVOUR=cuda / VLLM_FLAVOUR=cuda
-# for GPU builds.
+# for GPU builds. llama-server also sets up llama.cpp's GGUF converter beside it (models export-gguf).
 llama-server:
 	bash scripts/build-llama-server.sh
 

@@ -1,9 +1,10 @@
 """``model-service models ...``: manage the model store directly, no registry server needed.
 
 ``add_models_commands(subparsers)`` adds ``list``, ``pull``, ``import``, ``export``, ``import-bundle``,
-``export-onnx``, ``rm``, ``alias`` and ``fetch`` to the ``models`` group of the ``model-service`` command. Each command
-opens the store the registry settings describe (``MODEL_REGISTRY_*``, ``MINIO_*``, ``HF_*`` or
-``.env``), runs the same source code as the registry's background jobs, and shows a progress bar.
+``export-onnx``, ``export-gguf``, ``rm``, ``alias`` and ``fetch`` to the ``models`` group of the
+``model-service`` command. Each command opens the store the registry settings describe
+(``MODEL_REGISTRY_*``, ``MINIO_*``, ``HF_*`` or ``.env``), runs the same source code as the registry's
+background jobs, and shows a progress bar.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from common.errors import APIError
 from model_registry.catalog import Catalog
 from model_registry.ingest import Progress
 from model_registry.settings import ModelRegistrySettings
+from model_registry.sources.gguf_export import OUTTYPES
 from model_registry.storage import open_storage
 
 MODEL_TYPES = ["llm", "embedding", "multimodal", "transcription"]
@@ -129,16 +131,28 @@ def _import_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_export(args: argparse.Namespace, label: str, export: Callable[..., Any], variant: str | None) -> int:
+    """Run one of the exports that store a new revision of the same model (ONNX, GGUF) and say how to serve it."""
+    with _catalog() as (catalog, settings), _bar(f"{label} {args.id}") as progress:
+        manifest = export(catalog, args.id, args.revision, variant, progress, settings.tmp_dir,
+                          make_current=args.current)
+    print(f"{args.id}@{manifest.revision}: {len(manifest.files)} files, {manifest.total_size} bytes"
+          + (" (now current)" if args.current else f"; serve it with MODEL_REVISION={manifest.revision}"))
+    return 0
+
+
 def _export_onnx(args: argparse.Namespace) -> int:
     from model_registry.sources.onnx_export import export_onnx
 
     print(f"exporting {args.id} to ONNX ({args.quantize or 'fp32'})...", file=sys.stderr)
-    with _catalog() as (catalog, settings), _bar(f"onnx {args.id}") as progress:
-        manifest = export_onnx(catalog, args.id, args.revision, args.quantize, progress, settings.tmp_dir,
-                               make_current=args.current)
-    print(f"{args.id}@{manifest.revision}: {len(manifest.files)} files, {manifest.total_size} bytes"
-          + (" (now current)" if args.current else f"; serve it with MODEL_REVISION={manifest.revision}"))
-    return 0
+    return _stored_export(args, "onnx", export_onnx, args.quantize)
+
+
+def _export_gguf(args: argparse.Namespace) -> int:
+    from model_registry.sources.gguf_export import export_gguf
+
+    print(f"converting {args.id} to GGUF ({args.type}) with llama.cpp's converter...", file=sys.stderr)
+    return _stored_export(args, "gguf", export_gguf, args.type)
 
 
 def _rm(args: argparse.Namespace) -> int:
@@ -210,6 +224,14 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantisation")
     p.add_argument("--current", action="store_true", help="point 'current' at the export")
     p.set_defaults(func=_run(_export_onnx))
+
+    p = subparsers.add_parser("export-gguf", help="store an LLM's GGUF conversion (llama.cpp) as a new revision")
+    p.add_argument("id")
+    p.add_argument("--revision", default=None, help="revision or alias to convert (default: current)")
+    p.add_argument("--type", choices=OUTTYPES, default="q8_0",
+                   help="GGUF tensor type (default q8_0; bf16 on AVX-512 BF16 CPUs)")
+    p.add_argument("--current", action="store_true", help="point 'current' at the export")
+    p.set_defaults(func=_run(_export_gguf))
 
     p = subparsers.add_parser("rm", help="delete a model or one revision")
     p.add_argument("id")

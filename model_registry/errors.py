@@ -58,3 +58,16 @@ class SourceError(APIError):
     """A model source (Hugging Face, a folder, a bundle) failed in a way the operator must fix."""
 
     status, type, code = 502, "server_error", "source_error"
+
+
+class GgufConversionError(InvalidRequestError):
+    """llama.cpp's converter refused a stored model (most often an architecture it does not know).
+
+    A 400: the model cannot be converted as stored, and running again will not change that. The
+    message carries the converter's last lines, which name the reason."""
+
+    code = "gguf_conversion_failed"
+
+    def __init__(self, model: str, returncode: int | None, log_tail: str) -> None:
+        super().__init__(f"llama.cpp's converter could not convert '{model}' to GGUF (exit status {returncode}); "
+                         f"its last lines:\n{log_tail}", param="model_id")

@@ -28,6 +28,7 @@ from model_registry.records import ACTIVE_STATES, JobRecord, utc_now
 from model_registry.sources.bundle import import_bundle
 from model_registry.sources.folder import import_folder
 from model_registry.sources.gguf import import_gguf, is_gguf_path
+from model_registry.sources.gguf_export import export_gguf
 from model_registry.sources.hf import HubConfig, download_hf
 from model_registry.sources.onnx_export import export_onnx
 
@@ -176,6 +177,10 @@ class JobRunner:
             manifest = export_onnx(self.catalog, record.model_id, record.revision, params.get("quantize"), progress,
                                    self.tmp_dir, make_current=bool(params.get("make_current")))
             record.resolved_revision = manifest.revision
+        elif record.kind == "gguf-export":
+            manifest = export_gguf(self.catalog, record.model_id, record.revision, params["outtype"], progress,
+                                   self.tmp_dir, make_current=bool(params.get("make_current")))
+            record.resolved_revision = manifest.revision
         else:
             manifests = import_bundle(self.catalog, Path(params["path"]), progress)
             record.resolved_revision = ",".join(m.revision for m in manifests)
@@ -227,7 +232,7 @@ class JobRunner:
 
     @staticmethod
     def _resumable(record: JobRecord) -> bool:
-        if record.kind in ("download", "onnx-export"):  # their source is still there: the hub, the store
+        if record.kind in ("download", "onnx-export", "gguf-export"):  # their source is still there: hub, store
             return True
         path = record.params.get("path")
         return bool(path) and Path(path).exists()

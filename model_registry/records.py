@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from common.records import ModelType
 
 JobState = Literal["queued", "running", "done", "failed"]
-JobKind = Literal["download", "import", "bundle", "onnx-export"]
+JobKind = Literal["download", "import", "bundle", "onnx-export", "gguf-export"]
 ACTIVE_STATES: frozenset[str] = frozenset({"queued", "running"})
 
 

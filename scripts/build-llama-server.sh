@@ -2,7 +2,9 @@
 # Builds llama.cpp's own `llama-server` (parallel slots, continuous batching) once per machine and
 # prints its path. The source is a registry package: the llama.cpp tree vendored in the
 # llama-cpp-python sdist on PyPI. The binary is cached outside the repository so every later clone,
-# CI run and worker start reuses it; a second run prints the path at once.
+# CI run and worker start reuses it; a second run prints the path at once. It also sets up the
+# sdist's Hugging Face -> GGUF converter next to it (scripts/llama-convert.sh: extracted, never
+# compiled), so a cache holding only the binary gets the converter added without a rebuild.
 #
 #   bash scripts/build-llama-server.sh               # CPU build (tuned for this machine's CPU)
 #   LLAMA_SERVER_FLAVOUR=cuda bash scripts/build-llama-server.sh   # or --cuda: GGML_CUDA (GPU image)
@@ -21,7 +23,16 @@ ROOT="$ENGINES_HOME/llama.cpp"
 FINAL="$ROOT/$VERSION-$FLAVOUR"
 BINARY="$FINAL/bin/llama-server"
 
-if [ "$PRINT_ONLY" = 1 ] || [ -x "$BINARY" ]; then
+if [ "$PRINT_ONLY" = 1 ]; then
+  echo "$BINARY"
+  exit 0
+fi
+converter() {  # the converter from the same sdist; it takes the lock itself (released here first)
+  exec 9>&-
+  bash "$(dirname "$0")/llama-convert.sh" >/dev/null
+}
+if [ -x "$BINARY" ]; then
+  converter
   echo "$BINARY"
   exit 0
 fi
@@ -62,7 +73,7 @@ cmake_flags() {
 ensure_build_tools
 # One build at a time per machine: a second caller waits, then finds the binary in place.
 engine_lock "$ROOT"
-if [ -x "$BINARY" ]; then echo "$BINARY"; exit 0; fi
+if [ -x "$BINARY" ]; then converter; echo "$BINARY"; exit 0; fi
 
 WORK=$(mktemp -d "$ROOT/.build-$VERSION-$FLAVOUR.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -88,4 +99,5 @@ printf 'llama-cpp-python sdist %s, flavour %s, built %s in %ss\ncmake %s\n' "$VE
   "$(date -u +%FT%TZ)" "$(( $(date +%s) - started ))" "${FLAGS[*]}" >"$STAGE/BUILD_INFO"
 mv -T "$STAGE" "$FINAL"
 echo "build-llama-server: built in $(( $(date +%s) - started ))s" >&2
+LLAMA_CPP_SDIST="$sdist" converter  # the sdist just fetched: no second download
 echo "$BINARY"

@@ -1,4 +1,4 @@
-# Sourced by the engine build scripts (build-llama-server.sh, vllm-venv.sh): their common arguments and
+# Sourced by the engine build scripts (build-llama-server.sh, llama-convert.sh, vllm-venv.sh): their common arguments and
 # the cache root, the same rule as model_service/engine_paths.py (engines_home()).
 #   engine_args NAME DEFAULT_FLAVOUR "$@"   sets FLAVOUR (cpu|cuda) and PRINT_ONLY (0|1)
 #   engine_lock DIR                         one build per machine at a time (waits for the other)

@@ -48,6 +48,16 @@ def smollm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gguf_exports(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """SmolLM2 in a local store with its Q8_0 GGUF conversion (llama.cpp's converter), fetched (built once)."""
+    from tests.helpers.engines import gguf_converter
+    from tests.helpers.gguf import export_smollm
+
+    gguf_converter()
+    return export_smollm(smollm_path, tmp_path_factory.mktemp("gguf-store"))
+
+
+@pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """The real all-MiniLM-L6-v2 sentence-transformers folder shipped by a PyPI package."""
     from stack.starters import STARTER_EMBEDDING, prepare

@@ -17,9 +17,16 @@ from common.errors import InvalidRequestError, PermissionDeniedError
 from model_registry.deps import StateDep
 from model_registry.ids import validate_alias, validate_model_id, validate_revision
 from model_registry.routes.files import stream_file
-from model_registry.routes.schemas import AliasRequest, DownloadRequest, ImportRequest, OnnxExportRequest
+from model_registry.routes.schemas import (
+    AliasRequest,
+    DownloadRequest,
+    GgufExportRequest,
+    ImportRequest,
+    OnnxExportRequest,
+)
 from model_registry.sources.folder import check_folder, folder_files, folder_fingerprint
 from model_registry.sources.gguf import check_gguf, gguf_fingerprint, is_gguf_path
+from model_registry.sources.gguf_export import check_exportable, gguf_revision
 from model_registry.sources.onnx_export import check_export_packages, onnx_revision
 
 router = APIRouter()
@@ -115,6 +122,19 @@ async def export_onnx(model_id: str, state: StateDep, body: OnnxExportRequest | 
     job = state.jobs.submit("onnx-export", model_id, revision=source, model_type="embedding",
                             params={"quantize": body.quantize, "make_current": body.make_current},
                             resolved_revision=onnx_revision(source, body.quantize))
+    return JSONResponse(job.model_dump(), status_code=202)
+
+
+@admin_router.post("/models/{model_id:path}/export-gguf", status_code=202)
+async def export_gguf(model_id: str, state: StateDep, body: GgufExportRequest | None = None) -> JSONResponse:
+    """Convert a stored Hugging Face LLM to GGUF (llama.cpp's converter) as a new revision, in a background
+    job; what makes it impossible (no converter, not an llm, already GGUF) is a 400 before any job starts."""
+    validate_model_id(model_id)
+    body = body or GgufExportRequest()
+    source = await asyncio.to_thread(check_exportable, state.catalog, model_id, body.revision, body.outtype)
+    job = state.jobs.submit("gguf-export", model_id, revision=source.revision, model_type="llm",
+                            params={"outtype": body.outtype, "make_current": body.make_current},
+                            resolved_revision=gguf_revision(source.revision, body.outtype))
     return JSONResponse(job.model_dump(), status_code=202)
 
 

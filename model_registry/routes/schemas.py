@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.records import ModelType
+from model_registry.sources.gguf_export import OutType
 
 
 class DownloadRequest(BaseModel):
@@ -31,6 +32,15 @@ class OnnxExportRequest(BaseModel):
 
     revision: str | None = Field(default=None, description="revision or alias to export (default: current)")
     quantize: Literal["int8"] | None = Field(default=None, description="int8: dynamic int8 quantisation")
+    make_current: bool = Field(default=False, description="point 'current' at the export once stored")
+
+
+class GgufExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str | None = Field(default=None, description="revision or alias to convert (default: current)")
+    outtype: OutType = Field(
+        default="q8_0", description="q8_0 (default) or bf16 for llama.cpp on CPUs; f16, f32 unquantised")
     make_current: bool = Field(default=False, description="point 'current' at the export once stored")
 
 

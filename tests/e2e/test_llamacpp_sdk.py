@@ -4,7 +4,8 @@
 the file) supervises a real ``llama-server``; ``model-service gateway`` routes to it. Then the store
 path: the GGUF imported into a local store as is (``models import x.gguf --as-is``) is fetched,
 verified and served; one flipped byte in the stored copy makes a new worker refuse it before any
-llama-server starts.
+llama-server starts. And the registry's own conversion (``models export-gguf``): the Hugging Face
+SmolLM2 converted to Q8_0 in the store is served by ``--engine auto`` on llamacpp.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from model_registry.storage import open_storage
 from stack.starters import STARTER_LLM, package_dir
 from tests.helpers import sdk_checks
 from tests.helpers.engines import llama_server
+from tests.helpers.gguf import MODEL_ID as GGUF_MODEL
+from tests.helpers.gguf import GgufExports
 from tests.helpers.model_registry import registry_env, registry_settings
 from tests.helpers.ports import free_port
 from tests.helpers.processes import process, settled_health
@@ -121,3 +124,20 @@ def test_sampling_extensions_reach_llama_server(client: openai.OpenAI,
     banned = {t for word in ("Paris", " Paris") for t in tokenizer(word, add_special_tokens=False)["input_ids"]}
     biased = client.chat.completions.create(**kwargs, temperature=0, logit_bias={str(t): -100 for t in banned})
     assert "Paris" not in biased.choices[0].message.content
+
+
+def test_an_exported_gguf_revision_is_served_on_llamacpp_by_auto(gguf_exports: GgufExports, tmp_path: Path) -> None:
+    llama_server()
+    revision = gguf_exports.revisions["q8_0"]
+    env = {**registry_env(gguf_exports.settings), **WORKER_ENV, "WORKER_CACHE_DIR": str(tmp_path / "cache")}
+    port = free_port()
+    argv = ["worker", "--port", str(port), "--model-name", GGUF_MODEL, "--model-type", "llm",
+            "--model-source", "store", "--model-revision", revision, "--engine", "auto", "--log-level", "info"]
+    with process(argv, env, tmp_path / "worker.log") as worker:
+        health = settled_health(f"http://127.0.0.1:{port}", worker, tmp_path / "worker.log")
+        assert health.status_code == 200 and health.json()["engine"] == "llamacpp", health.text
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
+                           timeout=120) as client:
+            reply = client.chat.completions.create(model=GGUF_MODEL, messages=QUESTION,
+                                                   temperature=0, max_tokens=24)
+    assert "Paris" in reply.choices[0].message.content

@@ -1,4 +1,5 @@
-"""Engine servers the e2e tests need (``llama-server``, the vLLM venv): present, or a clear verdict.
+"""Engine servers the e2e tests need (``llama-server`` and its GGUF converter, the vLLM venv): present,
+or a clear verdict.
 
 ``make test`` builds or installs them first, so there a missing one is a broken set-up and the tests
 fail saying which ``make`` target to run (``MODEL_SERVICE_REQUIRE_ENGINES=1``, which the Makefile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model_service.engine_paths import find_llama_server, find_vllm_python
+from model_service.engine_paths import find_gguf_converter, find_llama_server, find_vllm_python
 
 
 def _required() -> bool:
@@ -36,3 +37,7 @@ def vllm_python() -> Path:
 
 def llama_server() -> Path:
     return require(find_llama_server(), "llama-server", "llama-server")
+
+
+def gguf_converter() -> Path:
+    return require(find_gguf_converter(), "llama.cpp's GGUF converter", "llama-server")

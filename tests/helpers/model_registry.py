@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,6 +50,62 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, limit_s: float = 60.0
         return job if job["state"] in ("done", "failed") else None
 
     return await eventually(finished, f"job {job_id} to finish", within_s=limit_s, every_s=0.05)
+
+
+async def finished_job(client: httpx.AsyncClient, url: str, body: dict) -> dict:
+    """POST a job-starting request (202 asserted), then the job once it is done or failed."""
+    resp = await client.post(url, json=body)
+    assert resp.status_code == 202, resp.text
+    return await wait_job(client, resp.json()["id"])
+
+
+async def check_export_route(client: httpx.AsyncClient, model_id: str, action: str, body: dict, bad_body: dict,
+                             revision: str) -> None:
+    """``POST /models/{id}/<action>`` (an export job): ``body`` is a 202 job that ends done on ``revision``,
+    ``bad_body`` a 400/422 naming its parameter, and an unknown model a 404."""
+    job = await finished_job(client, f"/models/{model_id}/{action}", body)
+    assert job["state"] == "done" and job["kind"] == action.removeprefix("export-") + "-export", job
+    assert job["resolved_revision"] == revision
+    resp = await client.post(f"/models/{model_id}/{action}", json=bad_body)
+    assert resp.status_code in (400, 422) and resp.json()["error"]["param"]
+    resp = await client.post(f"/models/org/missing/{action}", json={})
+    assert resp.status_code == 404
+
+
+def run_models_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``model-service models ARGV`` in-process, on the store the ``MODEL_REGISTRY_*`` environment names:
+    exit status, stdout and stderr (``capsys``: pytest's capture fixture)."""
+    import argparse
+
+    from model_registry.cli import add_models_commands
+
+    parser = argparse.ArgumentParser(prog="model-service")
+    models = parser.add_subparsers(dest="command", required=True).add_parser("models")
+    add_models_commands(models.add_subparsers(dest="models_command", required=True))
+    args = parser.parse_args(["models", *argv])
+    code = args.func(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@contextmanager
+def flipped_byte(store, key: str) -> Iterator[None]:
+    """One bit of the stored object ``key`` flipped (in its middle) for the block, then put back."""
+    original = store.get_bytes(key)
+    middle = len(original) // 2
+    store.put_bytes(key, original[:middle] + bytes([original[middle] ^ 0x01]) + original[middle + 1:])
+    try:
+        yield
+    finally:
+        store.put_bytes(key, original)
+
+
+def use_store(monkeypatch, settings, workdir: Path) -> None:
+    """Point this process's ``MODEL_REGISTRY_*`` environment at ``settings``' store, from ``workdir``
+    (no stray ``.env``), for the CLI commands that read their settings from there."""
+    monkeypatch.chdir(workdir)
+    for key, value in registry_env(settings).items():
+        monkeypatch.setenv(key, value)
 
 
 def small_copy(src: Path, dst: Path) -> Path:

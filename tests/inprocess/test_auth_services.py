@@ -148,7 +148,7 @@ async def test_model_registry_reads_take_the_service_token_and_writes_the_admin_
         assert {("GET", "/models"), ("GET", "/models/org/model/revisions/main/files/config.json"),
                 ("GET", "/jobs"), ("GET", "/jobs/job-0"), ("GET", "/metrics")} <= set(reads)
         assert {("POST", "/models/org/model/download"), ("POST", "/models/org/model/import"),
-                ("POST", "/models/org/model/export-onnx"),
+                ("POST", "/models/org/model/export-onnx"), ("POST", "/models/org/model/export-gguf"),
                 ("PUT", "/models/org/model/aliases/current"), ("DELETE", "/models/org/model"),
                 ("DELETE", "/models/org/model/revisions/main")} == set(writes)
         await assert_admitted(client, reads, SERVICE)

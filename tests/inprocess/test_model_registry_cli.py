@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
-from model_registry.cli import add_models_commands
+from tests.helpers.model_registry import run_models_cli as run
 
 MODEL = "org/small"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="model-service")
-    sub = parser.add_subparsers(dest="command", required=True)
-    models = sub.add_parser("models")
-    add_models_commands(models.add_subparsers(dest="models_command", required=True))
-    args = parser.parse_args(["models", *argv])
-    code = args.func(args)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

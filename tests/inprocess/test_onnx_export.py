@@ -3,21 +3,26 @@ when a stored byte changes, and asked for from the CLI (``models export-onnx``) 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
 from common.errors import InvalidRequestError
 from model_registry.catalog import Catalog, file_key
-from model_registry.cli import add_models_commands
 from model_registry.errors import ChecksumError
 from model_registry.fetch import fetch_model
 from model_registry.sources.onnx_export import ONNX_FILE, export_onnx
 from model_registry.storage import file_sha256, open_storage
 from model_service.engines import engine_name
 from model_service.settings import WorkerSettings
-from tests.helpers.model_registry import registry_client, registry_env, wait_job
+from tests.helpers.model_registry import (
+    check_export_route,
+    flipped_byte,
+    registry_client,
+    registry_env,
+    run_models_cli,
+    use_store,
+)
 from tests.helpers.onnx import MODEL_ID, OnnxExports
 from tests.helpers.polling import eventually
 from tests.helpers.workers import worker_client_for
@@ -59,49 +64,25 @@ def test_auto_keeps_torch_for_the_torch_revision(minilm_path: Path) -> None:
 
 def test_a_corrupted_export_is_refused(onnx_exports: OnnxExports, catalog: Catalog, tmp_path: Path) -> None:
     revision = onnx_exports.revisions["int8"]
-    key = file_key(MODEL_ID, revision, ONNX_FILE)
-    original = catalog.store.get_bytes(key)
-    middle = len(original) // 2
-    catalog.store.put_bytes(key, original[:middle] + bytes([original[middle] ^ 0xFF]) + original[middle + 1:])
-    try:
+    with flipped_byte(catalog.store, file_key(MODEL_ID, revision, ONNX_FILE)):
         with pytest.raises(ChecksumError, match=r"onnx/model\.onnx"):
             fetch_model(catalog.store, MODEL_ID, revision, tmp_path / "cache")
         assert not (tmp_path / "cache" / MODEL_ID / revision / ONNX_FILE).exists()
-    finally:
-        catalog.store.put_bytes(key, original)
 
 
 def test_cli_export_onnx(onnx_exports: OnnxExports, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                          capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("MODEL_REGISTRY_STORAGE_BACKEND", "local")
-    monkeypatch.setenv("MODEL_REGISTRY_LOCAL_ROOT", str(onnx_exports.settings.local_root))
-    parser = argparse.ArgumentParser(prog="model-service")
-    add_models_commands(parser.add_subparsers(dest="command", required=True))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        args = parser.parse_args(list(argv))
-        code = args.func(args)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    code, out, _ = run("export-onnx", MODEL_ID, "--quantize", "int8")
+    use_store(monkeypatch, onnx_exports.settings, tmp_path)
+    code, out, _ = run_models_cli(capsys, "export-onnx", MODEL_ID, "--quantize", "int8")
     assert code == 0 and f"MODEL_REVISION={onnx_exports.revisions['int8']}" in out
-    code, _, err = run("export-onnx", MODEL_ID, "--revision", onnx_exports.revisions["fp32"])
+    code, _, err = run_models_cli(capsys, "export-onnx", MODEL_ID, "--revision", onnx_exports.revisions["fp32"])
     assert code == 1 and err.strip().endswith("is already an ONNX export.")
 
 
 async def test_http_export_job(onnx_exports: OnnxExports) -> None:
     async with registry_client(onnx_exports.settings) as (_, client):
-        resp = await client.post(f"/models/{MODEL_ID}/export-onnx", json={"quantize": "int8"})
-        assert resp.status_code == 202, resp.text
-        job = await wait_job(client, resp.json()["id"])
-        assert job["state"] == "done" and job["kind"] == "onnx-export", job
-        assert job["resolved_revision"] == onnx_exports.revisions["int8"]
-        resp = await client.post(f"/models/{MODEL_ID}/export-onnx", json={"quantize": "int4"})
-        assert resp.status_code in (400, 422) and resp.json()["error"]["param"]
-        resp = await client.post("/models/org/missing/export-onnx", json={})
-        assert resp.status_code == 404
+        await check_export_route(client, MODEL_ID, "export-onnx", {"quantize": "int8"}, {"quantize": "int4"},
+                                 onnx_exports.revisions["int8"])
 
 
 async def test_a_worker_from_the_store_runs_the_export_on_onnx(onnx_exports: OnnxExports, catalog: Catalog,

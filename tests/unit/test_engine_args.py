@@ -108,7 +108,8 @@ def test_engine_paths_follow_the_service_home(monkeypatch, tmp_path):
     assert engine_paths.llama_server_path() == cached
     assert engine_paths.llama_server_path("cuda").parent.parent.name == f"{version}-cuda"
     assert engine_paths.vllm_venv_path() == tmp_path / "engines" / "vllm" / f"{engine_paths.VLLM_CPU_VERSION}-cpu"
-    assert engine_paths.find_llama_server() is None  # nothing built in this home
+    assert engine_paths.gguf_converter_path() == tmp_path / "engines" / "llama.cpp" / f"{version}-convert"
+    assert engine_paths.find_llama_server() is None and engine_paths.find_gguf_converter() is None  # nothing built
     with pytest.raises(ValueError):
         engine_paths.llama_server_path("rocm")
 
@@ -116,6 +117,7 @@ def test_engine_paths_follow_the_service_home(monkeypatch, tmp_path):
 @pytest.mark.parametrize(("script", "flavour_arg", "expected"), [
     ("build-llama-server.sh", "--cpu", lambda: engine_paths.llama_server_path("cpu")),
     ("build-llama-server.sh", "--cuda", lambda: engine_paths.llama_server_path("cuda")),
+    ("llama-convert.sh", "--cpu", lambda: engine_paths.gguf_converter_path()),
     ("vllm-venv.sh", "--cpu", lambda: engine_paths.vllm_venv_path("cpu")),
     ("vllm-venv.sh", "--cuda", lambda: engine_paths.vllm_venv_path("cuda")),
 ])
