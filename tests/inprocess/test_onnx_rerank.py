@@ -18,7 +18,7 @@ from model_registry.storage import file_sha256, open_storage
 from model_service.engines import build_engine, engine_name
 from model_service.engines.base import Engine
 from model_service.settings import WorkerSettings
-from tests.helpers.model_registry import registry_client, wait_job
+from tests.helpers.model_registry import registry_client, registry_env, wait_job
 from tests.helpers.onnx import OnnxExports, export_to_store
 from tests.helpers.sentences import queries, sentences
 from tests.helpers.workers import loaded_engine, worker_client_for
@@ -158,3 +158,18 @@ async def test_http_export_job_keeps_the_model_type(exports: OnnxExports) -> Non
         assert resp.json()["model_type"] == "rerank"
         job = await wait_job(client, resp.json()["id"])
         assert job["state"] == "done" and job["resolved_revision"] == exports.revisions["fp32"], job
+
+
+async def test_a_worker_from_the_store_serves_the_export_with_auto(exports: OnnxExports, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MODEL_REVISION`` naming the export: fetched, verified, and ``auto`` picks onnx for a rerank worker."""
+    for key, value in registry_env(exports.settings).items():
+        monkeypatch.setenv(key, value)
+    settings = WorkerSettings(_env_file=None, model_name=MODEL_ID, model_type="rerank", model_source="store",
+                              model_revision=exports.revisions["fp32"], cache_dir=tmp_path / "cache")
+    async with worker_client_for(settings) as client:
+        assert client.app.state.worker.engine.info().engine == "onnx"
+        resp = await client.post("/v1/rerank", json={"query": QUERIES[0], "documents": DOCUMENTS[:3], "top_n": 2})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert len(body["results"]) == 2 and body["usage"]["prompt_tokens"] > 3
