@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.errors import InvalidRequestError
 from model_registry.catalog import Catalog, file_key
 from model_registry.errors import ChecksumError
 from model_registry.fetch import fetch_model
-from model_registry.sources.onnx_export import ONNX_FILE
+from model_registry.sources.folder import import_folder
+from model_registry.sources.onnx_export import ONNX_FILE, export_onnx
 from model_registry.storage import file_sha256, open_storage
 from model_service.engines import build_engine, engine_name
 from model_service.engines.base import Engine
@@ -115,6 +117,18 @@ def test_onnx_scores_match_the_torch_engine(kind: str, exports: OnnxExports, tor
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     ranks = [np.argsort(np.argsort(x)) for x in (a, b)]
     return float(np.corrcoef(*ranks)[0, 1])
+
+
+def test_only_embedding_and_rerank_models_export(exports: OnnxExports, tiny_cross_encoder_path: Path) -> None:
+    store = open_storage(exports.settings)
+    try:
+        catalog = Catalog(store)
+        import_folder(catalog, "test/stored-as-llm", tiny_cross_encoder_path, "llm")
+        with pytest.raises(InvalidRequestError, match="Only embedding and rerank models export") as refused:
+            export_onnx(catalog, "test/stored-as-llm")
+        assert refused.value.code == "onnx_export_unsupported"
+    finally:
+        store.close()
 
 
 def test_a_corrupted_export_is_refused(exports: OnnxExports, tmp_path: Path) -> None:
