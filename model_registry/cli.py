@@ -218,7 +218,7 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     p.add_argument("file")
     p.set_defaults(func=_run(_import_bundle))
 
-    p = subparsers.add_parser("export-onnx", help="store an embedding model's ONNX export as a new revision")
+    p = subparsers.add_parser("export-onnx", help="store an embedding or rerank model's ONNX export as a new revision")
     p.add_argument("id")
     p.add_argument("--revision", default=None, help="revision or alias to export (default: current)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantisation")

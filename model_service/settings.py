@@ -77,9 +77,11 @@ class WorkerSettings(ServiceSettings):
     # ``dimensions``: auto = allowed where the model's config declares Matryoshka training
     # (``matryoshka_dimensions`` / ``is_matryoshka``, as vLLM reads them); on = any size; off = refused.
     embedding_matryoshka: Literal["auto", "on", "off"] = "auto"
-    # Intra-op threads for the model's forward passes (torch.set_num_threads, applied in the thread
-    # that runs the model, and ONNX Runtime's intra_op_num_threads); unset = the library's default
-    # (one per core). Env: WORKER_TORCH_THREADS. Applies to the micro-batched engines (embedding, rerank).
+    # CPU threads for the model's compute, for every engine (model_threads says what each one gets):
+    # torch.set_num_threads in the thread that runs a torch model, ONNX Runtime's intra_op_num_threads,
+    # faster-whisper's cpu_threads, llama-server's --threads, vLLM CPU's OpenMP threads. An engine's
+    # own setting (whisper_cpu_threads, llamacpp_threads, vllm_cpu_threads) wins where set; unset =
+    # each library's default (one per core). Env: WORKER_TORCH_THREADS.
     torch_threads: int | None = Field(default=None, ge=1)
     retry_after_s: int = Field(default=1, ge=0)
     # Completion tokens when a request gives no max_tokens (always capped by the context length).
@@ -125,7 +127,7 @@ class WorkerSettings(ServiceSettings):
     max_audio_seconds: float = Field(default=1800.0, gt=0)
     whisper_compute_type: str = "auto"
     whisper_beam_size: int = Field(default=5, ge=1)
-    whisper_cpu_threads: int = Field(default=0, ge=0)  # 0 = the library's default
+    whisper_cpu_threads: int = Field(default=0, ge=0)  # 0 = torch_threads, else the library's default
 
     # Supervised engine servers (llamacpp): seconds the child may take to answer its health check.
     # llamacpp: CPU threads (default: every core), parallel slots (default: the admission slots, so
@@ -184,6 +186,13 @@ class WorkerSettings(ServiceSettings):
         """An engine nobody registered, or one that does not serve model_type, fails here, at start-up."""
         engine_name(self.engine, self.model_type, self.model_path)
         return self
+
+    def model_threads(self, engine_own: int | None = None) -> int | None:
+        """The CPU threads an engine runs its model with: its own setting when given (a positive
+        ``whisper_cpu_threads``, ``llamacpp_threads``, ``vllm_cpu_threads``), else ``torch_threads``,
+        else None (the library's default). The one place that decides, so every engine reads the
+        worker's threads setting the same way."""
+        return engine_own or self.torch_threads
 
     def engine_concurrency(self) -> int:
         """Admission slots: ``max_concurrency`` when set, else as many as one batch holds."""

@@ -114,12 +114,13 @@ async def import_local(model_id: str, body: ImportRequest, state: StateDep) -> J
 
 @admin_router.post("/models/{model_id:path}/export-onnx", status_code=202)
 async def export_onnx(model_id: str, state: StateDep, body: OnnxExportRequest | None = None) -> JSONResponse:
-    """Export a stored embedding model to ONNX (fp32 or int8) as a new revision, in a background job."""
+    """Export a stored embedding or rerank model to ONNX (fp32 or int8) as a new revision, in a background job."""
     validate_model_id(model_id)
     body = body or OnnxExportRequest()
     await asyncio.to_thread(check_export_packages)
     source = await asyncio.to_thread(state.catalog.resolve, model_id, body.revision)
-    job = state.jobs.submit("onnx-export", model_id, revision=source, model_type="embedding",
+    manifest = await asyncio.to_thread(state.catalog.manifest, model_id, source)
+    job = state.jobs.submit("onnx-export", model_id, revision=source, model_type=manifest.model_type or "embedding",
                             params={"quantize": body.quantize, "make_current": body.make_current},
                             resolved_revision=onnx_revision(source, body.quantize))
     return JSONResponse(job.model_dump(), status_code=202)

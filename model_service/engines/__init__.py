@@ -42,6 +42,8 @@ class EngineSpec:
         return factory(settings)
 
 
+# The model types the registry exports to ONNX; ``auto`` runs such an export on the onnx engine.
+ONNX_TYPES = ("embedding", "rerank")
 ENGINES: dict[str, EngineSpec] = {
     "fake": EngineSpec("model_service.engines.fake:FakeEngine",
                        ("llm", "embedding", "multimodal", "transcription", "rerank")),
@@ -49,7 +51,7 @@ ENGINES: dict[str, EngineSpec] = {
     "transformers-vision": EngineSpec("model_service.engines.vision:TransformersVision", ("multimodal",)),
     "sentence-transformers": EngineSpec("model_service.engines.embedding:SentenceTransformerEngine", ("embedding",)),
     # ONNX Runtime on a revision the registry exported ('models export-onnx'); auto picks it for one.
-    "onnx": EngineSpec("model_service.engines.onnx:OnnxEmbedder", ("embedding",)),
+    "onnx": EngineSpec("model_service.engines.onnx_session:build_onnx_engine", ONNX_TYPES),
     "cross-encoder": EngineSpec("model_service.engines.rerank:CrossEncoderEngine", ("rerank",)),
     # faster-whisper for a CTranslate2 folder, transformers for a Hugging Face one (whisper.folder_kind).
     "whisper": EngineSpec("model_service.engines.whisper:build_whisper_engine", ("transcription",)),
@@ -72,13 +74,13 @@ def engine_name(engine: str, model_type: str, model_path: str | None = None) -> 
     for a name nobody registered or an engine that does not serve this model type. ``auto`` picks
     ``AUTO[model_type]``, except that an llm whose ``model_path`` is a GGUF file (or a folder holding
     one) runs on llamacpp: transformers would have to de-quantise it; any other llm runs on vllm where it
-    serves best (a CUDA GPU on the host and the CUDA vLLM venv installed); and an embedding folder holding
-    an ONNX export and no torch weights runs on onnx. A store model's path is only known once fetched, so
+    serves best (a CUDA GPU on the host and the CUDA vLLM venv installed); and an embedding or rerank
+    folder holding an ONNX export and no torch weights runs on onnx. A store model's path is only known once fetched, so
     the worker asks again with the fetched folder."""
     name = AUTO.get(model_type, "") if engine == "auto" else engine
     if engine == "auto" and model_type == "llm":
         name = _auto_llm(model_path)
-    if engine == "auto" and model_type == "embedding" and model_path and is_onnx_folder(model_path):
+    if engine == "auto" and model_type in ONNX_TYPES and model_path and is_onnx_folder(model_path):
         name = "onnx"
     spec = ENGINES.get(name)
     if spec is None:

@@ -121,7 +121,8 @@ class LlamaCppEngine(ServerGenerator):
             self._binary, self.gguf, served_name=self.settings.model_name, port=port,
             context_length=self.max_model_len,
             parallel=self.settings.llamacpp_parallel or self.settings.engine_concurrency(),
-            threads=self.settings.llamacpp_threads or os.cpu_count(), gpu_layers="all" if gpu else None,
+            threads=self.settings.model_threads(self.settings.llamacpp_threads) or os.cpu_count(),
+            gpu_layers="all" if gpu else None,
             extra_args=self.settings.llamacpp_extra_args)
 
     def info(self) -> EngineInfo:

@@ -50,7 +50,8 @@ class TransformersLLM(TransformersGenerator):
         pad_id = min(self.eos_ids, default=0) if pad_id is None else pad_id  # masked out; any id does
         self._scheduler = BatchScheduler(self.model, max_batch_size=_batch_limit(self.model, self.settings),
                                          max_batch_tokens=self.settings.max_batch_tokens, pad_id=pad_id,
-                                         device=self.device, done=DONE, on_step=self.observe_batch)
+                                         device=self.device, done=DONE, on_step=self.observe_batch,
+                                         threads=self.settings.model_threads())
         log.info("loaded %s on %s (%s), context %s", self.model_path, self.device, self.dtype, self.max_model_len)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,14 @@ class Job:
     emit: Emit
     cancel: threading.Event
     arrived: float = field(default_factory=time.monotonic)
+
+
+def job_spans(jobs: list[Job]) -> Iterator[tuple[Job, int, int]]:
+    """Each job with where its own inputs start and end in the batch of all the jobs' inputs."""
+    start = 0
+    for job in jobs:
+        yield job, start, start + len(job.items)
+        start += len(job.items)
 
 
 class MicroBatchedEngine(TransformersEngine):
@@ -77,7 +86,7 @@ class MicroBatchedEngine(TransformersEngine):
         """One answer per job, computed in one batched call over all their inputs (batcher thread)."""
 
     def _run(self) -> None:
-        apply_torch_threads(self.settings.torch_threads)
+        apply_torch_threads(self.settings.model_threads())
         while (jobs := self._gather()) is not None:
             jobs = [j for j in jobs if not j.cancel.is_set()]
             if not jobs:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from model_service.engines.base import Reranker, Scores
-from model_service.engines.microbatch import Job, MicroBatchedEngine
+from model_service.engines.microbatch import Job, MicroBatchedEngine, job_spans
 from model_service.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,5 @@ class CrossEncoderEngine(MicroBatchedEngine, Reranker):
         tokenized = self.model.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True,
                                          max_length=self.max_model_len)
         counts = [len(ids) for ids in tokenized["input_ids"]]
-        answers, start = [], 0
-        for job in jobs:
-            end = start + len(job.items)
-            answers.append(Scores([float(s) for s in scores[start:end]], prompt_tokens=sum(counts[start:end])))
-            start = end
-        return answers
+        return [Scores([float(s) for s in scores[start:end]], prompt_tokens=sum(counts[start:end]))
+                for _, start, end in job_spans(jobs)]

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from model_service.engines.hardware import apply_torch_threads
 from model_service.engines.llm_batch import KVBatch, Sequence, left_pad, positions
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ _STOP = object()
 
 class BatchScheduler:
     def __init__(self, model: Any, *, max_batch_size: int, max_batch_tokens: int, pad_id: int,
-                 device: str, done: object, on_step: Callable[[int], None] | None = None) -> None:
+                 device: str, done: object, on_step: Callable[[int], None] | None = None,
+                 threads: int | None = None) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -37,6 +39,7 @@ class BatchScheduler:
         self.device = device
         self._done = done  # the marker that tells a request's iterator its sequence has left
         self._on_step = on_step  # told the rows of every decode step (the batch-size metric)
+        self._threads = threads  # torch intra-op threads, set in the generation thread (hardware.apply_torch_threads)
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._waiting: list[Sequence] = []
         self._batch = KVBatch()
@@ -72,6 +75,7 @@ class BatchScheduler:
 
     # --- the generation thread ---------------------------------------------------------------
     def _run(self) -> None:
+        apply_torch_threads(self._threads)
         with torch.inference_mode():
             while self._take_new():
                 try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from common.errors import InvalidRequestError
 from model_service.engines.base import ChatPrompt
+from model_service.engines.hardware import apply_torch_threads
 from model_service.engines.llm_batch import Sequence
 from model_service.engines.model_facts import context_length, eos_ids
 from model_service.engines.threads import DONE
@@ -52,7 +53,9 @@ class TransformersVision(TransformersGenerator):
         self.max_model_len = self.settings.max_model_len or context_length(self.model.config.get_text_config(),
                                                                            self.tokenizer)
         self.eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-generate")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-generate",
+                                            initializer=apply_torch_threads,
+                                            initargs=(self.settings.model_threads(),))
         log.info("loaded %s on %s (%s), context %s", self.model_path, self.device, self.dtype, self.max_model_len)
 
     def close(self) -> None:

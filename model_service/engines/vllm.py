@@ -64,10 +64,8 @@ class VllmEngine(ServerGenerator):
         self.dtype = self._dtype()
         self.options = vllm_options(self.settings, self.dtype, self.max_model_len)
         self._python = python
-        env = vllm_env(self.options, cache_root=self.settings.cache_dir / "vllm",
-                       cpu_threads=self.settings.vllm_cpu_threads or os.cpu_count() or 1,
-                       kv_cache_gib=self.settings.vllm_kv_cache_gib)
-        self.server = EngineServer("vllm", self.argv, env=env, start_timeout_s=self.settings.engine_start_timeout_s)
+        self.server = EngineServer("vllm", self.argv, env=child_env(self.settings, self.options),
+                                   start_timeout_s=self.settings.engine_start_timeout_s)
 
     def _dtype(self) -> str:
         """``auto`` on a CPU is what the transformers engine would pick on this CPU (fp32 where bf16
@@ -114,6 +112,14 @@ def vllm_options(settings: WorkerSettings, dtype: str, max_model_len: int) -> Vl
         tool_call_parser=settings.vllm_tool_call_parser, reasoning_parser=settings.vllm_reasoning_parser,
         structured_outputs_backend=settings.vllm_structured_outputs_backend,
         extra_args=tuple(settings.vllm_extra_args))
+
+
+def child_env(settings: WorkerSettings, options: VllmOptions) -> dict[str, str]:
+    """The vLLM child's extra environment: on a CPU its OpenMP threads are the worker's
+    (``settings.model_threads``: ``vllm_cpu_threads``, else ``torch_threads``), else every core."""
+    return vllm_env(options, cache_root=settings.cache_dir / "vllm",
+                    cpu_threads=settings.model_threads(settings.vllm_cpu_threads) or os.cpu_count() or 1,
+                    kv_cache_gib=settings.vllm_kv_cache_gib)
 
 
 def completion_body(model: str, prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:

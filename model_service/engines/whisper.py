@@ -71,9 +71,13 @@ class FasterWhisperEngine(Transcriber):
 
         index = self.settings.gpu_indices[0] if self.device == "cuda" and self.settings.gpu_indices else 0
         self.model = WhisperModel(str(self.settings.model_path), device=self.device, device_index=index,
-                                  compute_type=self.compute_type, cpu_threads=self.settings.whisper_cpu_threads,
+                                  compute_type=self.compute_type, cpu_threads=self.cpu_threads(),
                                   local_files_only=True)
         log.info("loaded %s on %s (%s)", self.settings.model_path, self.device, self.compute_type)
+
+    def cpu_threads(self) -> int:
+        """CTranslate2's ``cpu_threads`` (0: its own default, one per core)."""
+        return self.settings.model_threads(self.settings.whisper_cpu_threads or None) or 0
 
     def close(self) -> None:
         self.model = None

@@ -21,6 +21,7 @@ import numpy as np
 
 from common.errors import InvalidRequestError
 from model_service.engines.base import Transcriber, UnsupportedError
+from model_service.engines.hardware import apply_torch_threads
 from model_service.engines.speech import SAMPLE_RATE, Segment, TranscribeParams, Transcription
 from model_service.engines.transformers_base import TransformersEngine
 from model_service.settings import WorkerSettings
@@ -57,6 +58,7 @@ class TransformersWhisperEngine(TransformersEngine, Transcriber):
         import torch
 
         with self._lock, torch.inference_mode():
+            apply_torch_threads(self.settings.model_threads())  # a pool thread: set it in this one
             inputs = self._features(audio)
             language = params.language or self._detect_language(inputs["input_features"])
             kwargs = self._generate_kwargs(params, language)

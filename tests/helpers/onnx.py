@@ -1,4 +1,5 @@
-"""The real MiniLM in a local model store with its ONNX exports (fp32 and int8), built once per session."""
+"""A model in a local model store with its ONNX exports (fp32 and int8): the real MiniLM (once per
+session) or the tiny test cross-encoder."""
 
 from __future__ import annotations
 
@@ -25,14 +26,19 @@ class OnnxExports:
 
 
 def export_minilm(minilm_path: Path, tmp: Path) -> OnnxExports:
+    return export_to_store(minilm_path, tmp, MODEL_ID, "embedding")
+
+
+def export_to_store(folder: Path, tmp: Path, model_id: str, model_type: str) -> OnnxExports:
+    """Import ``folder`` into a local store under ``tmp``, export it (fp32 and int8) and fetch both."""
     settings = registry_settings("local", tmp)
     store = open_storage(settings)
     try:
         catalog = Catalog(store)
-        source = import_folder(catalog, MODEL_ID, minilm_path, "embedding").revision
-        revisions = {"fp32": export_onnx(catalog, MODEL_ID).revision,
-                     "int8": export_onnx(catalog, MODEL_ID, quantize="int8").revision}
-        folders = {k: fetch_model(store, MODEL_ID, rev, tmp / "cache") for k, rev in revisions.items()}
+        source = import_folder(catalog, model_id, folder, model_type).revision
+        revisions = {"fp32": export_onnx(catalog, model_id).revision,
+                     "int8": export_onnx(catalog, model_id, quantize="int8").revision}
+        folders = {k: fetch_model(store, model_id, rev, tmp / "cache") for k, rev in revisions.items()}
     finally:
         store.close()
     return OnnxExports(settings, source, revisions, folders)
