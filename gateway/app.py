@@ -22,6 +22,7 @@ import httpx
 from fastapi import FastAPI
 
 from common.auth import Authenticator, AuthSettings, Role
+from common.http_pool import pooled_client
 from common.service import metrics_router, service_app
 from gateway.access import guarded
 from gateway.circuit import CircuitBoard
@@ -44,12 +45,14 @@ log = logging.getLogger(__name__)
 
 
 def upstream_client(settings: GatewaySettings) -> httpx.AsyncClient:
-    """The client for every worker call, with explicit timeouts and a bounded pool."""
+    """The client for every worker call, with explicit timeouts and a bounded pool, split into small
+    pools (``common.http_pool``: one big httpcore pool costs more per request the more connections it
+    holds). No proxy from the environment: an HTTP(S)_PROXY meant for the outside world must not
+    catch worker traffic."""
     timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
     limits = httpx.Limits(max_connections=settings.max_connections,
                           max_keepalive_connections=settings.max_keepalive_connections)
-    # trust_env=False: an HTTP(S)_PROXY meant for the outside world must not catch worker traffic.
-    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+    return pooled_client(limits, timeout=timeout)
 
 
 async def start_shared_state(stack: contextlib.AsyncExitStack, settings: GatewaySettings, keys: KeyStore,

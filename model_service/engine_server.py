@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from common.http_pool import pooled_client
+
 log = logging.getLogger(__name__)
 
 
@@ -142,9 +144,10 @@ class EngineServer:
         and reports ``starting`` from ``/health`` meanwhile."""
         if self._watch is not None:
             raise RuntimeError(f"engine server {self.name} already started")
-        # trust_env=False: a proxy from the environment must never sit between us and a loopback child.
-        self._client = httpx.AsyncClient(base_url=self.base_url, trust_env=False,
-                                         timeout=httpx.Timeout(None, connect=5.0))
+        # Small pools (common.http_pool): every admitted stream holds a connection to the child, and one
+        # big httpcore pool costs more per request the more it holds. No proxy from the environment.
+        self._client = pooled_client(httpx.Limits(max_connections=None, max_keepalive_connections=64),
+                                     base_url=self.base_url, timeout=httpx.Timeout(None, connect=5.0))
         self._status = EngineStatus(EngineState.STARTING)
         self._watch = asyncio.create_task(self._supervise(), name=f"engine-{self.name}")
         if wait:
