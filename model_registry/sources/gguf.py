@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from common.errors import InvalidRequestError
+from common.gguf_meta import file_type_name
 from common.records import ModelType
 from model_registry.catalog import Catalog
 from model_registry.ids import validate_model_id
@@ -73,16 +74,9 @@ def gguf_quantization(file: Path) -> str | None:
     the file does not say or the ``gguf`` package is not installed."""
     if importlib.util.find_spec("gguf") is None:
         return None
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import GGUFReader
 
-    field = GGUFReader(file).fields.get("general.file_type")
-    if field is None:
-        return None
-    value = int(field.contents())
-    try:
-        return LlamaFileType(value).name.removeprefix("MOSTLY_")
-    except ValueError:
-        return str(value)
+    return file_type_name(GGUFReader(file).fields)
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:

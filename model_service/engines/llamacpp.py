@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from common.gguf_meta import file_type_name
 from model_service.engine_paths import find_llama_server
 from model_service.engine_server import EngineServer
 from model_service.engines.base import Delta, EngineInfo, SampledToken, SamplingParams
@@ -52,7 +53,7 @@ def _read_gguf_facts(gguf: Path) -> dict[str, Any]:
 
     fields = GGUFReader(gguf).fields
     arch = fields["general.architecture"].contents()
-    facts: dict[str, Any] = {"architecture": arch}
+    facts: dict[str, Any] = {"architecture": arch, "quantization": file_type_name(fields)}
     if (ctx := fields.get(f"{arch}.context_length")) is not None:
         facts["context_length"] = int(ctx.contents())
     return facts
@@ -67,7 +68,10 @@ def load_gguf_tokenizer(gguf: Path, cache_dir: Path) -> tuple[Any, dict[str, Any
     stat = gguf.stat()
     entry = cache_dir / "gguf-tokenizers" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
     if (entry / "gguf.json").is_file():
-        return AutoTokenizer.from_pretrained(entry), json.loads((entry / "gguf.json").read_text())
+        facts = json.loads((entry / "gguf.json").read_text())
+        if "quantization" not in facts:  # an entry cached before the file type was read: read it now
+            facts = _read_gguf_facts(gguf)
+        return AutoTokenizer.from_pretrained(entry), facts
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     facts = _read_gguf_facts(gguf)
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +101,7 @@ class LlamaCppEngine(ServerGenerator):
         self.tokenizer: Any = None
         self.max_model_len: int | None = None
         self.vocab_size: int | None = None
+        self.quantization: str | None = None  # the GGUF's file type (Q4_1, Q8_0, BF16...): /health's dtype
         self.server: EngineServer | None = None
         self._binary: Path | None = None
 
@@ -109,6 +114,7 @@ class LlamaCppEngine(ServerGenerator):
         self.tokenizer, facts = load_gguf_tokenizer(self.gguf, self.settings.cache_dir)
         self.vocab_size = len(self.tokenizer)
         self.max_model_len = self.settings.max_model_len or facts.get("context_length") or 2048
+        self.quantization = facts.get("quantization")
         self._binary = binary
         self.server = EngineServer("llama.cpp", self.argv, env=gpu_env(self.settings.gpu_indices),
                                    start_timeout_s=self.settings.engine_start_timeout_s)
@@ -127,7 +133,7 @@ class LlamaCppEngine(ServerGenerator):
 
     def info(self) -> EngineInfo:
         return EngineInfo(engine=self.name, device="cuda" if self.settings.gpu_indices else "cpu",
-                          dtype=None, max_model_len=self.max_model_len,
+                          dtype=self.quantization, max_model_len=self.max_model_len,
                           vocab_size=self.vocab_size)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, media: Any = None) -> AsyncIterator[Delta]:

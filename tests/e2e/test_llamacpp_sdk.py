@@ -55,6 +55,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     with process(worker_argv(worker_port), env, tmp / "worker.log") as worker:
         health = settled_health(worker_url, worker, tmp / "worker.log")
         assert health.status_code == 200 and health.json()["engine"] == "llamacpp", health.text
+        assert health.json()["dtype"] == "Q4_1"  # the GGUF's own file type
         gateway_argv = ["gateway", "--port", str(gateway_port), "--workers", worker_url, "--log-level", "warning"]
         with process(gateway_argv, {}, tmp / "gateway.log") as gateway:
             settled_health(f"http://127.0.0.1:{gateway_port}", gateway, tmp / "gateway.log")
@@ -136,6 +137,7 @@ def test_an_exported_gguf_revision_is_served_on_llamacpp_by_auto(gguf_exports: G
     with process(argv, env, tmp_path / "worker.log") as worker:
         health = settled_health(f"http://127.0.0.1:{port}", worker, tmp_path / "worker.log")
         assert health.status_code == 200 and health.json()["engine"] == "llamacpp", health.text
+        assert health.json()["dtype"] == "Q8_0"
         with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
                            timeout=120) as client:
             reply = client.chat.completions.create(model=GGUF_MODEL, messages=QUESTION,
