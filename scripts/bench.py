@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(transformers-auto,transformers-fp32,transformers-bf16,vllm,vllm-bare,llamacpp); "
                         "setups joined by + run side by side and are measured interleaved")
     p.add_argument("--engine-levels", default="1,8,32", help="stream counts for the engines table")
+    p.add_argument("--unique-prompts", action="store_true",
+                   help="engines table: every chat request starts with its own number, so no engine's "
+                        "prompt cache can skip the prefill (by default every stream sends the same prompt)")
     p.add_argument("--engine-gpus", default="", help="GPU list for the engines (e.g. 0); empty: the CPU")
     p.add_argument("--vllm-eager", action="store_true",
                    help="vLLM with --enforce-eager (starts in ~40 s on a CPU instead of minutes; decodes slower)")
@@ -100,8 +103,9 @@ def interleaved(label: str, targets: dict[str, Any], levels: list[int], per_clie
     over the rounds are pooled into one row (rate = requests over the sum of the rounds' wall times)."""
     names = list(targets)
     out: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    for name in names:  # warm-up, not counted: first connections, lazy imports, first batch
-        bl.run_level(targets[name], 4, 2, tqdm(disable=True))
+    for name in names:  # warm-up, not counted: first connections, lazy imports, first batch, and every
+        # slot of an engine's prompt cache (else whichever target runs first at the top level pays it)
+        bl.run_level(targets[name], max(levels), 1, tqdm(disable=True))
     total = sum(per_client(c) * c for c in levels) * len(names) * rounds
     with tqdm(total=total, desc=label, unit="req") as bar:
         for level in levels:

@@ -119,7 +119,7 @@ def measure_engines(args: Any, servers: bl.Servers, free_port: Callable[[], int]
             started = {name: _start(name, env, f"{args.chat_model}-{name}", servers, free_port)
                        for name, env in envs.items()}
             runs = {f"{name} {kind}": partial(bl.chat_once, base=url, model=f"{args.chat_model}-{name}",
-                                              max_tokens=args.max_tokens)
+                                              max_tokens=args.max_tokens, unique=args.unique_prompts)
                     for name, targets in started.items() for kind, url in targets.items()}
             rows = interleaved(f"engines {'+'.join(group)}", runs, levels, lambda _: args.chat_per_client,
                                args.rounds)

@@ -8,9 +8,11 @@ slow client loop never changes what the server is credited with.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -27,6 +29,9 @@ CHAT_WORDS = ("Tell me a long and detailed story about a lighthouse keeper who f
               "on a stormy night, describing the sea, the weather, the old lamp, the letters, the village "
               "and the people who live there, and what happens next.")
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank at dawn."
+
+
+_REQUEST_NUMBERS = itertools.count(random.randrange(10**6, 10**7))  # with the pid: unique per process and run
 
 
 @dataclass
@@ -74,9 +79,15 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-async def chat_once(client: httpx.AsyncClient, base: str, model: str, max_tokens: int) -> Sample:
-    """One streamed chat completion: TTFT, the gaps between content chunks, and usage tokens."""
-    body = {"model": model, "messages": [{"role": "user", "content": CHAT_WORDS}], "max_tokens": max_tokens,
+async def chat_once(client: httpx.AsyncClient, base: str, model: str, max_tokens: int,
+                    unique: bool = False) -> Sample:
+    """One streamed chat completion: TTFT, the gaps between content chunks, and usage tokens.
+
+    Every request sends the same prompt unless ``unique``: then the user message starts with a
+    request number of its own, so an engine's prompt cache (llama.cpp's per-slot cache, vLLM's prefix
+    caching) can reuse no more than the chat template's shared system part, as with real traffic."""
+    content = f"Request {os.getpid()}-{next(_REQUEST_NUMBERS)}. {CHAT_WORDS}" if unique else CHAT_WORDS
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
     sample = Sample(start=time.perf_counter(), end=0.0)
     last: float | None = None

@@ -46,3 +46,22 @@ def test_up_to_one_process_worth_of_clients_runs_here() -> None:
 def test_a_failing_load_generator_process_fails_the_level() -> None:
     with pytest.raises(RuntimeError, match="ValueError: no server here"):
         bench_load.run_level(_broken, bench_load.CLIENTS_PER_PROCESS + 1, 1, Count())
+
+
+async def test_unique_prompts_differ_from_the_first_token_and_the_default_ones_do_not() -> None:
+    import json
+
+    import httpx
+
+    sent: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content)["messages"][0]["content"])
+        return httpx.Response(200, text='data: {"choices": [{"delta": {"content": "hi"}}]}\n\ndata: [DONE]\n\n')
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server)) as client:
+        for unique in (False, False, True, True):
+            sample = await bench_load.chat_once(client, "http://bench", "m", 4, unique=unique)
+            assert sample.error is None and sample.ttft is not None
+    assert sent[0] == sent[1] == bench_load.CHAT_WORDS
+    assert sent[2] != sent[3] and sent[2].startswith("Request ") and sent[2].endswith(bench_load.CHAT_WORDS)
