@@ -217,9 +217,31 @@ def test_device_and_dtype_resolution(monkeypatch):
         resolve_dtype("int3", "cpu")
 
 
-def test_the_bf16_probe_measures_a_ratio():
+def test_the_bf16_probe_measures_a_ratio_on_a_thread_of_its_own(monkeypatch):
+    import threading
+
+    callers = []
+    linear = torch.nn.functional.linear
+
+    def traced(*args, **kwargs):
+        callers.append(threading.current_thread())
+        return linear(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", traced)
     speedup = hardware.probe_bf16_speedup()
     assert 0 < speedup < float("inf")
+    # no OpenMP team is left on the caller's thread (it slows the engine thread's generation)
+    assert callers and threading.current_thread() not in callers
+    assert not any(thread.is_alive() for thread in callers)
+
+
+def test_a_failing_bf16_probe_raises_in_the_caller(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no bf16 kernels")
+
+    monkeypatch.setattr(torch.nn.functional, "linear", broken)
+    with pytest.raises(RuntimeError, match="no bf16 kernels"):
+        hardware.probe_bf16_speedup()
 
 
 # --- admission ---------------------------------------------------------------------------------
