@@ -54,8 +54,8 @@ class _Release(httpx.AsyncByteStream):
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Several ``AsyncHTTPTransport`` pools behind one transport; ``limits`` is the total, split evenly."""
 
-    def __init__(self, limits: httpx.Limits, shards: int | None = None, **transport_options: Any) -> None:
-        count = shards or shard_count(limits.max_keepalive_connections)
+    def __init__(self, limits: httpx.Limits, **transport_options: Any) -> None:
+        count = shard_count(limits.max_keepalive_connections)
 
         def share(value: int | None) -> int | None:
             return None if value is None else max(1, math.ceil(value / count))
